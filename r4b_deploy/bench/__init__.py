@@ -1,0 +1,1 @@
+"""The benchmark: arrival schedules -> per-request records -> pure metrics -> writers."""

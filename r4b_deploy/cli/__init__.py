@@ -1,0 +1,1 @@
+"""The command-line edge: the only place that parses options and prints."""

@@ -1,0 +1,1 @@
+"""The planner: model spec + inventory + profiles -> a frozen Plan."""

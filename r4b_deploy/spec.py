@@ -1,0 +1,87 @@
+"""Load the model spec (profiles/model.yaml): the single source of R-4B's numbers."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from r4b_deploy.errors import ConfigError
+from r4b_deploy.paths import profiles_dir
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LanguageModelSpec(_Strict):
+    hidden_size: int = Field(gt=0)
+    num_hidden_layers: int = Field(gt=0)
+    num_attention_heads: int = Field(gt=0)
+    num_key_value_heads: int = Field(gt=0)
+    head_dim: int = Field(gt=0)
+    vocab_size: int = Field(gt=0)
+    max_position_embeddings: int = Field(gt=0)
+
+
+class VisionSpec(_Strict):
+    image_size_px: int = Field(gt=0)
+    patch_size_px: int = Field(gt=0)
+    tokens_per_tile: int = Field(gt=0)
+    one_tile_image_tokens: int = Field(gt=0)
+    max_image_tokens: int = Field(gt=0)
+    parameters: int = Field(gt=0)
+
+
+class ThinkingSpec(_Strict):
+    modes: list[str]
+    default_mode: str
+    request_field: str
+    kwarg: str
+    open_tag: str
+    close_tag: str
+    mode_extra_kwargs: dict[str, dict[str, bool | str | int]] = {}
+    reasoning_parser: str | None = None
+
+    def template_kwargs(self, mode: str | None) -> dict[str, object]:
+        """The chat_template_kwargs that select `mode` (None: send nothing, the model's default)."""
+        if mode is None:
+            return {}
+        return {self.kwarg: mode, **self.mode_extra_kwargs.get(mode, {})}
+
+
+class ModelSpec(_Strict):
+    model_id: str
+    served_model_name: str
+    architecture: str
+    min_vllm_version: str
+    trust_remote_code: bool
+    parameters: int = Field(gt=0)
+    weight_bytes_per_param: dict[str, int]
+    language_model: LanguageModelSpec
+    vision: VisionSpec
+    kv_cache_bytes_per_element: dict[str, int]
+    thinking: ThinkingSpec
+    min_compute_capability_bf16: str
+
+
+def load_model_spec_file(path: Path) -> ModelSpec:
+    import yaml
+    from pydantic import ValidationError
+
+    try:
+        data = yaml.safe_load(path.read_text())
+        return ModelSpec.model_validate(data)
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read model spec: {exc}") from exc
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"{path}: field {field!r}: {first['msg']}") from exc
+
+
+@lru_cache(maxsize=1)
+def model_spec() -> ModelSpec:
+    """The packaged R-4B spec, read once."""
+    return load_model_spec_file(profiles_dir() / "model.yaml")
