@@ -1,0 +1,47 @@
+"""The per-request record: the only contract between load generation and metrics.
+
+A failed request is recorded (success=False, error_kind, error), never raised. Times are in
+seconds, measured with time.perf_counter(); `start_s` is relative to the run's start.
+Token counts come from the server (usage), never from a client-side tokenizer.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ErrorKind = Literal[
+    "connection",  # refused, reset, DNS
+    "timeout",  # no answer (or no next chunk) within the request timeout
+    "http_401",  # wrong or missing API key
+    "http_404",  # unknown model or route
+    "http_429",  # rate limited
+    "http_4xx",
+    "http_5xx",
+    "stream",  # connection dropped mid-stream, malformed SSE, error event in the stream
+    "protocol",  # a 200 whose body is not what the OpenAI API promises
+]
+
+
+class RequestRecord(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    success: bool
+    error_kind: ErrorKind | None = None
+    error: str = ""
+    status_code: int | None = None
+    workload: str = "text"  # "text" or "image"
+    mode: str | None = None  # thinking_mode sent (None: none sent)
+    start_s: float = 0.0
+    latency_s: float = 0.0  # end-to-end
+    ttft_s: float | None = None  # first token of any kind (reasoning or answer)
+    first_answer_token_s: float | None = None  # first answer token (after </think>)
+    itl_s: list[float] = Field(default_factory=list)  # gaps between streamed chunks after the first
+    prompt_tokens: int | None = None  # usage.prompt_tokens
+    output_tokens: int | None = None  # usage.completion_tokens
+    reasoning_tokens: int | None = None
+    answer_tokens: int | None = None
+    finish_reason: str | None = None
+    thought: bool | None = None  # did the reply contain reasoning (auto mode: which way it went)
+    truncated_reasoning: bool = False  # think block still open at finish_reason == "length"
