@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from r4b_deploy.errors import UsageError
+
+BYTES_PER_MIB = 1024**2
 BYTES_PER_GIB = 1024**3
 BYTES_PER_GB = 1000**3
 
@@ -43,3 +47,77 @@ class Inventory(BaseModel):
     # Pairs of GPU indices joined by NVLink, where NVML reports it.
     nvlink_pairs: list[tuple[int, int]] = []
     notes: list[str] = []
+
+    @property
+    def gpu_count(self) -> int:
+        return len(self.gpus)
+
+    @property
+    def homogeneous(self) -> bool:
+        """All GPUs the same model and size: what tensor parallelism needs."""
+        return len({(g.name, g.memory_total_bytes, g.compute_capability) for g in self.gpus}) <= 1
+
+    @property
+    def min_memory_total_bytes(self) -> int | None:
+        """The smallest GPU's memory: with tensor parallelism every rank gets the same share."""
+        return min((g.memory_total_bytes for g in self.gpus), default=None)
+
+    def nvlinked(self, a: int, b: int) -> bool:
+        return (min(a, b), max(a, b)) in {(min(p), max(p)) for p in self.nvlink_pairs}
+
+
+# What to tell a user whose inventory file is missing or broken.
+INVENTORY_FILE_FIX = "write it on the GPU machine with: r4b-deploy gpus --json > inventory.json"
+
+
+def load_inventory_file(path: str | Path) -> Inventory:
+    """Read what `r4b-deploy gpus --json` wrote on another machine; any problem is a UsageError.
+
+    The result says source="file"; the file's own source (nvml, catalog) is kept in a note.
+    """
+    import json
+
+    from pydantic import ValidationError
+
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError as exc:
+        raise UsageError(f"inventory file {path} not found", fix=INVENTORY_FILE_FIX) from exc
+    except OSError as exc:
+        raise UsageError(f"cannot read inventory file {path}: {exc.strerror or exc}", fix=INVENTORY_FILE_FIX) from exc
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(
+            f"inventory file {path} is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
+            fix=INVENTORY_FILE_FIX,
+        ) from exc
+    if not isinstance(data, dict):
+        raise UsageError(
+            f"inventory file {path}: expected a JSON object, found {type(data).__name__}", fix=INVENTORY_FILE_FIX
+        )
+    measured_by = data.get("source")
+    try:
+        inventory = Inventory.model_validate({**data, "source": "file"})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        raise UsageError(f"inventory file {path}: field {field!r}: {first['msg']}", fix=INVENTORY_FILE_FIX) from exc
+    _check_consistent(inventory, path)
+    origin = f" (measured there by {measured_by})" if measured_by == "nvml" else ""
+    return inventory.model_copy(update={"notes": [*inventory.notes, f"read from {path}{origin}"]})
+
+
+def _check_consistent(inventory: Inventory, path: Path) -> None:
+    if not inventory.gpus:
+        raise UsageError(f"inventory file {path}: field 'gpus': lists no GPU", fix=INVENTORY_FILE_FIX)
+    indices = [g.index for g in inventory.gpus]
+    if len(set(indices)) != len(indices):
+        raise UsageError(f"inventory file {path}: field 'gpus': GPU indices repeat: {indices}", fix=INVENTORY_FILE_FIX)
+    for n, (a, b) in enumerate(inventory.nvlink_pairs):
+        if a == b or a not in indices or b not in indices:
+            raise UsageError(
+                f"inventory file {path}: field 'nvlink_pairs.{n}': ({a}, {b}) is not a pair of listed GPUs",
+                fix=INVENTORY_FILE_FIX,
+            )
