@@ -1,0 +1,217 @@
+"""`r4b-deploy smoke`: check a running R-4B endpoint (text, images, each thinking mode).
+
+Prints a table as checks finish; `--json FILE` / `--junit FILE` write the report for machines
+and CI. Exit 0 when every check passed, 1 (CheckFailed) when any failed, 2 when nothing
+answers at the URL. The API key is read from an option, the environment or the deployment's
+env file, and never printed or written.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from rich.table import Table
+
+    from r4b_deploy.checks.smoke import CheckResult, SmokeConfig, SmokeReport
+
+_STATUS_STYLE = {"pass": "green", "fail": "bold red", "skip": "yellow"}
+_STDOUT = "-"
+
+
+def _mode_choices() -> list[str]:
+    from r4b_deploy.spec import model_spec
+
+    return list(model_spec().thinking.modes)
+
+
+@click.command("smoke")
+@click.option("--url", help="The endpoint, e.g. http://127.0.0.1:8000 (default: the --deployment's URL).")
+@click.option("--model", "served_model_name", help="Served model name (default: the deployment's, else r4b).")
+@click.option(
+    "--mode",
+    "mode",
+    type=click.Choice(_mode_choices()),
+    help="Check only this thinking mode (default: every mode).",
+)
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=click.FloatRange(min=0, min_open=True),
+    default=60.0,
+    show_default=True,
+    help="Seconds each request may take, streams included.",
+)
+@click.option(
+    "--api-key",
+    envvar="VLLM_API_KEY",
+    show_envvar=True,
+    help="API key (prefer the env var or --deployment: options show up in `ps`).",
+)
+@click.option(
+    "--env-file", type=click.Path(dir_okay=False, path_type=Path), help="Read VLLM_API_KEY from this KEY=VALUE file."
+)
+@click.option(
+    "--deployment",
+    "deployment_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="A folder written by `r4b-deploy render`: its URL, served name and API key.",
+)
+@click.option(
+    "--protocol-only",
+    is_flag=True,
+    help="Only protocol checks (for random-weight test models): no model-behaviour checks.",
+)
+@click.option("--json", "json_path", metavar="FILE", help="Write the report as JSON ('-' for stdout).")
+@click.option(
+    "--junit",
+    "junit_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the report as JUnit XML for CI.",
+)
+def command(
+    url: str | None,
+    served_model_name: str | None,
+    mode: str | None,
+    timeout_s: float,
+    api_key: str | None,
+    env_file: Path | None,
+    deployment_dir: Path | None,
+    protocol_only: bool,
+    json_path: str | None,
+    junit_path: Path | None,
+) -> None:
+    """Check a running R-4B endpoint: text, image, each thinking mode."""
+    from pydantic import SecretStr
+
+    from r4b_deploy.checks.smoke import SmokeConfig, run_smoke
+    from r4b_deploy.errors import CheckFailed, UsageError
+
+    if env_file is not None and deployment_dir is not None:
+        raise UsageError("--env-file and --deployment exclude each other", fix="give one of them")
+    if deployment_dir is not None:
+        url, served_model_name, api_key = _from_deployment(deployment_dir, url, served_model_name, api_key)
+    elif env_file is not None:
+        api_key = _key_from_env_file(env_file)
+    if not url:
+        raise UsageError("no endpoint given", fix="pass --url http://HOST:PORT or --deployment DIR")
+
+    options: dict = {"url": url, "timeout_s": timeout_s, "protocol_only": protocol_only}
+    if served_model_name:
+        options["served_model_name"] = served_model_name
+    if api_key:
+        options["api_key"] = SecretStr(api_key)
+    if mode:
+        options["modes"] = [mode]
+    config = SmokeConfig(**options)
+
+    to_stdout = json_path == _STDOUT
+    report = _run_with_table(config, run_smoke, stderr=to_stdout)
+    if json_path:
+        from r4b_deploy.checks.report import report_json, write_json
+
+        if to_stdout:
+            click.echo(report_json(report), nl=False)
+        else:
+            write_json(report, Path(json_path))
+    if junit_path:
+        from r4b_deploy.checks.junit import write_junit
+
+        write_junit(report, junit_path)
+    if not report.ok:
+        failures = report.failures()
+        names = ", ".join(c.name for c in failures)
+        only_model = all(c.level == "model" for c in failures)
+        raise CheckFailed(
+            f"{report.failed} of {len(report.checks)} smoke checks failed: {names}",
+            fix=(
+                "a random-weight test model cannot pass model-behaviour checks: add --protocol-only"
+                if only_model
+                else "the table gives each check's reason"
+            ),
+        )
+
+
+def _from_deployment(
+    deployment_dir: Path, url: str | None, served_model_name: str | None, api_key: str | None
+) -> tuple[str | None, str | None, str | None]:
+    from r4b_deploy.render.deployment import load_deployment, read_env_file
+    from r4b_deploy.render.env import API_KEY_VAR
+
+    deployment = load_deployment(deployment_dir)
+    key = api_key or read_env_file(deployment_dir).get(API_KEY_VAR)
+    return url or deployment.url, served_model_name or deployment.served_model_name, key
+
+
+def _key_from_env_file(path: Path) -> str | None:
+    from r4b_deploy.errors import UsageError
+    from r4b_deploy.render.env import API_KEY_VAR, parse_env_text
+
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}", fix="check the path and its permissions") from None
+    key = parse_env_text(text, str(path)).get(API_KEY_VAR)
+    if not key:
+        raise UsageError(f"{path} has no {API_KEY_VAR}", fix="use the env file `r4b-deploy render` wrote")
+    return key
+
+
+def _run_with_table(config: SmokeConfig, run_smoke: Callable[..., SmokeReport], *, stderr: bool) -> SmokeReport:
+    """Run the checks, growing a rich table as each finishes (plain rows when not a terminal)."""
+    from rich.live import Live
+
+    from r4b_deploy.cli.output import console
+
+    con = console(stderr=stderr)
+    rows: list[CheckResult] = []
+    live: Live | None = None  # started at the first result: an early error prints no empty table
+
+    def on_check(result: CheckResult) -> None:
+        nonlocal live
+        rows.append(result)
+        if live is None:
+            live = Live(_table(rows, config.url), console=con, auto_refresh=False, transient=False)
+            live.start()
+        live.update(_table(rows, config.url), refresh=True)
+
+    try:
+        report = run_smoke(config, on_check=on_check)
+    finally:
+        if live is not None:
+            live.stop()
+    con.line()
+    con.print(
+        f"{report.passed} passed, {report.failed} failed, {report.skipped} skipped"
+        f" in {report.duration_ms / 1000:.1f} s"
+        + (f"; image prompt tokens: {_pairs(report.image_prompt_tokens)}" if report.image_prompt_tokens else "")
+        + (f"; prompt tokens by mode: {_pairs(report.mode_prompt_tokens)}" if report.mode_prompt_tokens else "")
+    )
+    return report
+
+
+def _pairs(values: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in values.items())
+
+
+def _table(rows: list[CheckResult], url: str) -> Table:
+    from rich.markup import escape
+    from rich.table import Table
+
+    from r4b_deploy.checks.smoke import redact_url
+
+    table = Table(title=f"smoke: {escape(redact_url(url))}", title_justify="left")
+    table.add_column("check")
+    table.add_column("level")
+    table.add_column("result")
+    table.add_column("ms", justify="right")
+    table.add_column("reason", overflow="fold")
+    for r in rows:
+        style = _STATUS_STYLE[r.status]
+        table.add_row(r.name, r.level, f"[{style}]{r.status}[/]", f"{r.time_ms:.0f}", escape(r.reason))
+    return table
