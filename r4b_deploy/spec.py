@@ -43,6 +43,8 @@ class ThinkingSpec(_Strict):
     close_tag: str
     mode_extra_kwargs: dict[str, dict[str, bool | str | int]] = {}
     reasoning_parser: str | None = None
+    prompt_opens_block: list[str] = []
+    prompt_closes_block: list[str] = []
 
     def template_kwargs(self, mode: str | None) -> dict[str, object]:
         """The chat_template_kwargs that select `mode` (None: send nothing, the model's default)."""

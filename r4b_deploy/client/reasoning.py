@@ -25,19 +25,18 @@ DEFAULT_OPEN_TAG = "<think>"
 DEFAULT_CLOSE_TAG = "</think>"
 REASONING_FIELDS = ("reasoning", "reasoning_content")  # new vLLM, older vLLM
 FINISH_LENGTH = "length"
-# What the chat template does to the think block in the prompt (Qwen3 convention [I]): long ends
-# the prompt with "<think>\n" (the reply starts inside the block), short with
-# "<think>\n\n</think>\n\n" (the block is over: any </think> in the reply is stray). Safe if a
-# template does not open it: a <think> the model writes inside an already open block is dropped.
-MODES_OPENING_THINK_IN_PROMPT = frozenset({"long"})
-MODES_CLOSING_THINK_IN_PROMPT = frozenset({"short"})
-
-
 def think_open_at_start(mode: str | None) -> bool | None:
-    """Whether a reply in `mode` starts inside a think block: True, False, or None (unknown: auto)."""
-    if mode in MODES_OPENING_THINK_IN_PROMPT:
+    """Whether a reply in `mode` starts inside a think block: True, False, or None (unknown: auto).
+
+    Read from the model spec (thinking.prompt_opens_block / prompt_closes_block). Safe if a
+    template does not open it: a <think> the model writes inside an already open block is dropped.
+    """
+    from r4b_deploy.spec import model_spec
+
+    thinking = model_spec().thinking
+    if mode in thinking.prompt_opens_block:
         return True
-    if mode in MODES_CLOSING_THINK_IN_PROMPT:
+    if mode in thinking.prompt_closes_block:
         return False
     return None
 
