@@ -1,0 +1,170 @@
+"""`r4b-deploy render`: plan, then write the deployment folder (Dockerfile, compose, env file, manifest)."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Any
+
+import click
+
+from r4b_deploy.cli.options import plan_request_from, planning_options
+from r4b_deploy.errors import UsageError
+
+
+def _ulimits(values: tuple[str, ...]) -> dict[str, int]:
+    limits: dict[str, int] = {}
+    for item in values:
+        name, sep, limit = item.partition("=")
+        try:
+            limits[name] = int(limit)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise UsageError(f"--ulimit: expected NAME=VALUE such as nofile=65536, got {item!r}")
+    return limits
+
+
+def render_options_from(**values: Any) -> Any:  # -> RenderOptions
+    """RenderOptions from the CLI's values; options left out keep the library's defaults."""
+    from r4b_deploy.render.options import RenderOptions
+
+    return RenderOptions(**{k: v for k, v in values.items() if v is not None and v != () and v is not False})
+
+
+@click.command("render")
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The deployment folder to write (created if missing).",
+)
+@planning_options
+@click.option("--port", "host_port", type=int, default=None, help="Host port for the API  [default: 8000].")
+@click.option("--public", is_flag=True, help="Publish on 0.0.0.0 instead of 127.0.0.1 (the API key still applies).")
+@click.option("--base-image", default=None, help="Base image  [default: profiles/vllm.yaml gpu.base_image].")
+@click.option("--vllm-version", default=None, help="vLLM release for GPU images  [default: the pin].")
+@click.option(
+    "--ca-bundle",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Extra PEM CA bundle, trusted in the image from the first step (TLS-inspecting proxies).",
+)
+@click.option(
+    "--wheelhouse",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Folder of wheels to install vLLM from, offline (linked into the folder).",
+)
+@click.option(
+    "--hf-cache",
+    "hf_cache_dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Host Hugging Face cache mounted into the container  [default: ~/.cache/huggingface].",
+)
+@click.option(
+    "--hf-token-env",
+    default=None,
+    metavar="NAME",
+    help="Environment variable holding the HF token; copied into r4b.env only  [default: HF_TOKEN].",
+)
+@click.option("--model", default=None, help="Serve this HF id or absolute path instead of the plan's model.")
+@click.option("--served-model-name", default=None, help="The model name clients send  [default: the plan's].")
+@click.option(
+    "--extra-vllm-arg",
+    "extra_vllm_args",
+    multiple=True,
+    metavar="ARG",
+    help="One more argument for `vllm serve` (repeat it; e.g. --extra-vllm-arg=--enforce-eager).",
+)
+@click.option("--shm-size", "shm_size_bytes", default=None, metavar="SIZE", help="/dev/shm size, e.g. 16g.")
+@click.option("--ipc-host", is_flag=True, help="Share the host's IPC namespace instead of a private /dev/shm.")
+@click.option("--ulimit", "ulimits", multiple=True, metavar="NAME=VALUE", help="A container ulimit (repeatable).")
+@click.option("--force", is_flag=True, help="Overwrite hand-edited files, or write into a non-deployment folder.")
+@click.option("--json", "as_json", is_flag=True, help="Print the Deployment as JSON.")
+def command(
+    out_dir: Path,
+    host_port: int | None,
+    public: bool,
+    base_image: str | None,
+    vllm_version: str | None,
+    ca_bundle: Path | None,
+    wheelhouse: Path | None,
+    hf_cache_dir: Path | None,
+    hf_token_env: str | None,
+    model: str | None,
+    served_model_name: str | None,
+    extra_vllm_args: tuple[str, ...],
+    shm_size_bytes: str | None,
+    ipc_host: bool,
+    ulimits: tuple[str, ...],
+    force: bool,
+    as_json: bool,
+    **planning: Any,
+) -> None:
+    """Write the deployment folder: Dockerfile, compose file, env file, manifest."""
+    from r4b_deploy.cli.output import print_json
+    from r4b_deploy.planning.planner import make_plan
+    from r4b_deploy.render.deployment import write_deployment
+
+    options = render_options_from(
+        host_port=host_port,
+        public=public,
+        base_image=base_image,
+        vllm_version=vllm_version,
+        ca_bundle=ca_bundle,
+        wheelhouse=wheelhouse,
+        hf_cache_dir=hf_cache_dir,
+        hf_token_env=hf_token_env,
+        model=model,
+        served_model_name=served_model_name,
+        extra_vllm_args=list(extra_vllm_args) or None,
+        shm_size_bytes=shm_size_bytes,
+        ipc_host=ipc_host,
+        ulimits=_ulimits(ulimits) or None,
+    )
+    plan = make_plan(plan_request_from(**planning))
+    deployment = write_deployment(plan, options, out_dir, force=force)
+    if as_json:
+        print_json(deployment)
+        return
+    _print_summary(deployment)
+
+
+def _print_summary(deployment: Any) -> None:  # Deployment
+    from rich.table import Table
+
+    from r4b_deploy.cli.output import console
+
+    out = console()
+    plan = deployment.plan
+    kind = "CPU rehearsal" if deployment.rehearsal else f"profile {plan.profile}"
+    out.print(f"Rendered [bold]{deployment.dir}[/bold] ({kind}, image {deployment.image_tag})")
+    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+    table.add_column("file")
+    table.add_column("sha256", style="dim")
+    for name, digest in deployment.files.items():
+        table.add_row(name, digest[:12])
+    table.add_row("r4b.env", "secrets, mode 0600")
+    table.add_row("r4b-deploy.json", "manifest")
+    if deployment.wheels:
+        table.add_row("wheelhouse/", f"{len(deployment.wheels)} wheels")
+    out.print(table)
+    for warning in plan.warnings:
+        out.print(f"[yellow]warning:[/yellow] {warning}")
+    out.print("vLLM command (in the container):")
+    out.print(f"  {shlex.join(deployment.vllm_command)}", markup=False, soft_wrap=True)
+    out.print(f"API key stored in {deployment.env_file} (0600)", markup=False)
+    if deployment.options.public:
+        out.print(
+            f"[yellow]note:[/yellow] --public: port {deployment.container.host_port} is published on all "
+            "interfaces; every /v1 request needs the API key"
+        )
+    out.print(f"Serves {deployment.served_model_name!r} at {deployment.url} once started:", markup=False)
+    out.print(
+        f"  docker-compose -p {deployment.project_name} -f {deployment.compose_file} up -d --build",
+        markup=False,
+        soft_wrap=True,
+    )
