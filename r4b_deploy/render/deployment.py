@@ -83,10 +83,6 @@ GPU_APT_PACKAGES = ("python{v}", "python{v}-venv", "python{v}-dev", "libnuma1", 
 REHEARSAL_APT_PACKAGES = ("python3-venv", "libnuma1", "curl", "ca-certificates")
 REHEARSAL_PYTHON = "python3"
 
-# /dev/shm for NCCL and vLLM's shared-memory broadcast on GPU hosts, when profiles/vllm.yaml
-# gpu.shm_size_bytes is absent. A tmpfs limit, not an allocation: generous costs nothing.
-DEFAULT_GPU_SHM_SIZE_BYTES = 16 * 1024**3
-
 # Docker health check. start_period is long: the first start downloads ~10 GB of weights and
 # captures CUDA graphs; failures in that window do not count, and the first success ends it.
 HEALTH_INTERVAL_S = 10
@@ -345,7 +341,7 @@ def _shm_size_bytes(plan: Plan, options: RenderOptions) -> int | None:
         return options.shm_size_bytes
     if plan.rehearsal:
         return rehearsal_profile().shm_size_bytes
-    return gpu_pins().shm_size_bytes or DEFAULT_GPU_SHM_SIZE_BYTES
+    return gpu_pins().shm_size_bytes
 
 
 def _resolve_vllm_version(plan: Plan, options: RenderOptions) -> str:

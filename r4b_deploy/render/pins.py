@@ -26,7 +26,7 @@ class GpuPins(BaseModel):
     min_driver_version: str
     recommended_driver_version: str
     # /dev/shm for NCCL and vLLM's shared-memory broadcast; the renderer's default when absent.
-    shm_size_bytes: int | None = Field(default=None, gt=0)
+    shm_size_bytes: int = Field(gt=0)
 
 
 @lru_cache(maxsize=1)
