@@ -44,6 +44,7 @@ class VllmSettings(BaseModel):
     limit_mm_per_prompt: dict[str, int]
     reasoning_parser: str | None = None
     port: int = 8000  # the port vLLM listens on inside its container or process
+    enforce_eager: bool = False  # CUDA graphs off: a reduced plan's memory relief, and the CPU rehearsal
 
 
 class MemoryBreakdown(BaseModel):
@@ -64,6 +65,47 @@ class MemoryBreakdown(BaseModel):
     max_concurrency: float  # kv_tokens / max_model_len, as vLLM's startup log reports it
 
 
+class TierFit(BaseModel):
+    """One tier as the planner judged it on this hardware: the table `plan` prints."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    rank: int
+    gpu_count: int
+    min_memory_gb_per_gpu: float
+    recommended_memory_gb_per_gpu: float
+    meets_minimum: bool  # enough GPUs, each at least the documented minimum memory
+    fits: bool  # the memory arithmetic holds one full sequence of the tier's own max_model_len
+    chosen: bool = False
+    max_model_len: int  # the tier's target (with the user's overrides)
+    kv_tokens: int  # what the KV cache would hold per replica; 0 when the GPUs are too few
+    max_concurrency: float
+    note: str
+
+
+class ReplicaAdvice(BaseModel):
+    """Several GPUs: would independent single-GPU replicas serve more than this plan?"""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    gpus_available: int
+    gpus_used: int  # by this plan (its tensor-parallel size)
+    replica_profile: str  # the single-GPU tier one replica would run
+    replicas: int
+    replica_max_model_len: int
+    replica_kv_tokens: int
+    replica_max_num_seqs: int
+    replicas_total_kv_tokens: int
+    replicas_total_concurrency: float  # full-length sequences all replicas' KV caches hold together
+    replicas_total_seq_slots: int  # sum of max_num_seqs
+    plan_kv_tokens: int
+    plan_concurrency: float
+    plan_seq_slots: int
+    prefer_replicas: bool
+    summary: str
+
+
 class Plan(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -81,3 +123,7 @@ class Plan(BaseModel):
     reasons: list[str] = []
     warnings: list[str] = []
     upgrades: list[str] = []  # what more memory (or another tier) would buy
+    reduced: bool = False  # below the tier's documented minimum, or its settings shrunk to fit (see warnings)
+    gpu_indices: list[int] = []  # the GPUs this deployment uses (`gpus` lists the whole inventory)
+    tiers: list[TierFit] = []  # every tier as judged on this hardware, the chosen one marked
+    replicas: ReplicaAdvice | None = None  # only with more GPUs than the plan uses or tensor parallelism

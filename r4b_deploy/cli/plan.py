@@ -1,0 +1,130 @@
+"""`r4b-deploy plan`: pick a profile and print the vLLM settings and the memory arithmetic.
+
+The table and `--json` print the same Plan object. The --json path imports no rich.
+"""
+
+from __future__ import annotations
+
+import shlex
+from typing import Any
+
+import click
+
+from r4b_deploy.cli.options import plan_request_from, planning_options
+from r4b_deploy.planning.plan import Plan
+
+_BYTES_PER_GIB = 1024**3
+_BYTES_PER_GB = 1000**3
+
+
+@click.command("plan")
+@planning_options
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as one JSON object.")
+def command(as_json: bool, **kwargs: Any) -> None:
+    """Pick a profile and work out the vLLM settings from the memory arithmetic."""
+    from r4b_deploy.planning.planner import make_plan
+
+    plan = make_plan(plan_request_from(kwargs))
+    if as_json:
+        from r4b_deploy.cli.output import print_json
+
+        print_json(plan)
+        return
+    print_plan(plan)
+
+
+def _fit_label(fits: bool, chosen: bool) -> str:
+    """yes: the documented minimum is met and the arithmetic holds the tier's settings."""
+    if fits:
+        return "[green]yes[/green]"
+    return "[yellow]reduced[/yellow]" if chosen else "[red]no[/red]"
+
+
+def _gib(n_bytes: int) -> str:
+    return f"{n_bytes / _BYTES_PER_GIB:.2f}"
+
+
+def print_plan(plan: Plan) -> None:
+    """The human summary: GPUs, tiers, the command line, memory, capacity, reasons and warnings."""
+    from rich.table import Table
+
+    from r4b_deploy.cli.output import console
+
+    out = console()
+    v, m = plan.vllm, plan.memory
+    title = f"R-4B plan: profile [bold]{plan.profile}[/bold]" + (" (reduced)" if plan.reduced else "")
+    out.print(title)
+    if plan.profile_description:
+        out.print(f"  {plan.profile_description}")
+
+    if plan.gpus:
+        gpus = Table(title=f"GPUs ({plan.inventory_source})", title_justify="left")
+        for column in ("#", "name", "memory", "compute", "free", "used"):
+            gpus.add_column(column, justify="right" if column in ("#", "memory", "free") else "left")
+        for g in plan.gpus:
+            free = f"{g.memory_free_bytes / _BYTES_PER_GIB:.1f} GiB" if g.memory_free_bytes is not None else "-"
+            mig = " (MIG)" if g.mig_enabled else ""
+            gpus.add_row(
+                str(g.index),
+                g.name + mig,
+                f"{g.memory_total_bytes / _BYTES_PER_GB:.1f} GB",
+                g.compute_capability,
+                free,
+                "yes" if g.index in plan.gpu_indices else "",
+            )
+        out.print(gpus)
+    else:
+        out.print("GPUs: none (CPU rehearsal)")
+
+    if plan.tiers:
+        tiers = Table(title="Profiles", title_justify="left")
+        for column in ("", "profile", "GPUs × min GB", "fits", "context", "KV tokens", "note"):
+            tiers.add_column(column)
+        for t in plan.tiers:
+            tiers.add_row(
+                "▶" if t.chosen else "",
+                t.name,
+                f"{t.gpu_count} × {t.min_memory_gb_per_gpu:g}",
+                _fit_label(t.meets_minimum and t.fits, t.chosen),
+                f"{t.max_model_len:,}",
+                f"{t.kv_tokens:,}" if t.kv_tokens else "-",
+                t.note,
+            )
+        out.print(tiers)
+
+    out.print("[bold]vLLM command[/bold]")
+    out.print("  " + shlex.join(["vllm", "serve", *v.args]), markup=False)
+
+    if not plan.rehearsal:
+        table = Table(title="Memory per GPU (GiB)", title_justify="left")
+        table.add_column("part")
+        table.add_column("GiB", justify="right")
+        rows = (
+            ("GPU total", m.gpu_memory_bytes),
+            (f"budget (× {v.gpu_memory_utilization:g})", m.budget_bytes),
+            ("− weights", m.weights_bytes),
+            ("− activations", m.activation_bytes),
+            ("− vision encoder", m.vision_encoder_bytes),
+            ("− non-torch", m.non_torch_bytes),
+            ("− CUDA graphs", m.cuda_graph_bytes),
+            ("= KV cache", m.kv_cache_bytes),
+        )
+        for label, value in rows:
+            table.add_row(label, _gib(value))
+        out.print(table)
+        out.print(
+            f"[bold]Capacity[/bold]: {m.kv_tokens:,} KV tokens ({m.kv_bytes_per_token:,} B/token), "
+            f"max concurrency {m.max_concurrency:g} full {v.max_model_len:,}-token sequences; "
+            f"max_num_seqs {v.max_num_seqs}, tensor parallel {v.tensor_parallel_size}"
+        )
+
+    for heading, lines, style in (
+        ("Why", plan.reasons, ""),
+        ("More memory would buy", plan.upgrades, ""),
+        ("Warnings", plan.warnings, "yellow"),
+    ):
+        if not lines:
+            continue
+        out.print(f"[bold]{heading}[/bold]")
+        for line in lines:
+            out.print(f"  • {line}", style=style or None, markup=False)

@@ -1,0 +1,135 @@
+"""Every GPU in the catalog, alone and eight at a time: the chosen tier and the invariants any
+plan must keep (vLLM would refuse a plan that breaks one)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from planning_helpers import flag_value
+
+from r4b_deploy.hardware.catalog import catalog, inventory_from_catalog
+from r4b_deploy.planning.memory import memory_model
+from r4b_deploy.planning.plan import Plan, PlanRequest
+from r4b_deploy.planning.planner import make_plan
+from r4b_deploy.spec import model_spec
+
+SPEC = model_spec()
+CATALOG_NAMES = [entry.name for entry in catalog()]
+
+# The tier each catalog GPU gets alone (documented tiers table), and whether it is a reduced plan.
+EXPECTED_SINGLE = {
+    "T4": ("light", True),  # 16 GB: below light's 24 GB minimum, still serves
+    "V100-32GB": ("light", False),
+    "A10": ("light", False),
+    "A10G": ("light", False),
+    "RTX-3090": ("light", False),
+    "L4": ("light", False),
+    "RTX-4090": ("light", False),
+    "RTX-A6000": ("medium", False),
+    "A40": ("medium", False),
+    "A100-40GB": ("medium", False),
+    "RTX-6000-ADA": ("medium", False),
+    "L40": ("medium", False),
+    "L40S": ("medium", False),
+    "A100-80GB": ("heavy", False),
+    "H100-80GB": ("heavy", False),
+    "H100-NVL": ("heavy", False),
+    "H200": ("heavy", False),
+}
+
+
+def check_invariants(plan: Plan) -> None:
+    v, m = plan.vllm, plan.memory
+    lm = SPEC.language_model
+    # One full max_model_len sequence fits the KV cache.
+    assert m.kv_cache_bytes > 0
+    assert m.kv_tokens >= v.max_model_len
+    assert v.max_model_len <= lm.max_position_embeddings
+    # Tensor parallelism divides the attention and KV heads; it uses that many GPUs.
+    assert lm.num_attention_heads % v.tensor_parallel_size == 0
+    assert lm.num_key_value_heads % v.tensor_parallel_size == 0
+    assert len(plan.gpu_indices) == v.tensor_parallel_size
+    assert set(plan.gpu_indices) <= {g.index for g in plan.gpus}
+    # bf16 only where every GPU has it.
+    lowest = min(g.compute_capability_tuple for g in plan.gpus)
+    bf16_ok = lowest >= tuple(int(x) for x in SPEC.min_compute_capability_bf16.split("."))
+    assert v.dtype == ("bfloat16" if bf16_ok else "float16")
+    # The budget arithmetic adds up exactly, on the weakest GPU's total memory.
+    assert m.gpu_memory_bytes == min(g.memory_total_bytes for g in plan.gpus)
+    assert m.budget_bytes == int(m.gpu_memory_bytes * v.gpu_memory_utilization)
+    parts = m.weights_bytes + m.activation_bytes + m.vision_encoder_bytes + m.non_torch_bytes + m.cuda_graph_bytes
+    assert parts + m.kv_cache_bytes == m.budget_bytes
+    block = memory_model().kv_block_size_tokens
+    assert m.kv_tokens == m.kv_cache_bytes // (block * m.kv_bytes_per_token) * block
+    assert m.max_concurrency == round(m.kv_tokens / v.max_model_len, 2)
+    assert (m.cuda_graph_bytes == 0) == v.enforce_eager
+    # vLLM refuses fewer batched tokens than sequences.
+    assert v.max_num_batched_tokens >= v.max_num_seqs
+    # The argument list: model first, host/port last, every setting as the Plan says.
+    args = v.args
+    assert args[0] == SPEC.model_id == v.model
+    assert args[-4:] == ["--host", "0.0.0.0", "--port", str(v.port)]
+    assert flag_value(args, "--served-model-name") == SPEC.served_model_name
+    assert ("--trust-remote-code" in args) == SPEC.trust_remote_code
+    assert flag_value(args, "--dtype") == v.dtype
+    assert flag_value(args, "--max-model-len") == str(v.max_model_len)
+    assert flag_value(args, "--max-num-seqs") == str(v.max_num_seqs)
+    assert flag_value(args, "--max-num-batched-tokens") == str(v.max_num_batched_tokens)
+    assert float(flag_value(args, "--gpu-memory-utilization")) == v.gpu_memory_utilization
+    assert flag_value(args, "--tensor-parallel-size") == (
+        str(v.tensor_parallel_size) if v.tensor_parallel_size > 1 else None
+    )
+    assert flag_value(args, "--kv-cache-dtype") == (None if v.kv_cache_dtype == "auto" else v.kv_cache_dtype)
+    assert json.loads(flag_value(args, "--limit-mm-per-prompt")) == {
+        "image": v.limit_mm_per_prompt["image"],
+        "video": 0,
+    }
+    assert flag_value(args, "--limit-mm-per-prompt") == json.dumps(v.limit_mm_per_prompt, separators=(",", ":"))
+    assert flag_value(args, "--reasoning-parser") == SPEC.thinking.reasoning_parser
+    assert not any("key" in a.lower() for a in args)
+    # Exactly one tier is marked chosen, and it is the plan's profile.
+    assert [t.name for t in plan.tiers if t.chosen] == [plan.profile]
+
+
+def test_expectations_cover_the_catalog() -> None:
+    # A GPU added to the catalog gets its invariants checked below; say which tier it should get here.
+    assert set(CATALOG_NAMES) <= set(EXPECTED_SINGLE), set(CATALOG_NAMES) - set(EXPECTED_SINGLE)
+
+
+@pytest.mark.parametrize("name", CATALOG_NAMES)
+def test_single_gpu_plan(name: str) -> None:
+    plan = make_plan(PlanRequest(gpu=name))
+    check_invariants(plan)
+    assert plan.inventory_source == "catalog"
+    assert plan.replicas is None
+    if name in EXPECTED_SINGLE:
+        assert (plan.profile, plan.reduced) == EXPECTED_SINGLE[name]
+    if plan.reduced:
+        assert any("below profile" in w for w in plan.warnings)
+
+
+@pytest.mark.parametrize("name", CATALOG_NAMES)
+def test_eight_gpu_plan_is_tp8_with_replica_advice(name: str) -> None:
+    plan = make_plan(PlanRequest(gpu=f"{name}:8"))
+    check_invariants(plan)
+    assert plan.profile == "tp8"
+    assert plan.vllm.tensor_parallel_size == 8
+    assert plan.vllm.gpu_memory_utilization == 0.8
+    advice = plan.replicas
+    assert advice is not None
+    assert advice.gpus_available == advice.gpus_used == 8
+    single_reduced = EXPECTED_SINGLE.get(name, ("", False))[1]
+    assert advice.prefer_replicas is not single_reduced
+    if advice.prefer_replicas:
+        assert advice.replicas == 8
+        assert advice.replicas_total_kv_tokens == 8 * advice.replica_kv_tokens
+        assert advice.replicas_total_seq_slots == 8 * advice.replica_max_num_seqs
+        assert advice.replica_max_model_len <= plan.vllm.max_model_len
+        assert advice.summary in plan.reasons
+
+
+@pytest.mark.parametrize("name", CATALOG_NAMES)
+def test_catalog_inventory_and_given_inventory_plan_alike(name: str) -> None:
+    inventory = inventory_from_catalog(name)
+    assert make_plan(PlanRequest(), inventory) == make_plan(PlanRequest(gpu=name))

@@ -1,0 +1,65 @@
+"""The CPU rehearsal plan: the tiny model, the verified flags, no GPU settings."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from planning_helpers import flag_value
+
+from r4b_deploy.errors import UsageError
+from r4b_deploy.paths import profiles_dir
+from r4b_deploy.planning.plan import PlanRequest
+from r4b_deploy.planning.planner import make_plan
+from r4b_deploy.spec import model_spec
+
+VLLM_YAML = yaml.safe_load((profiles_dir() / "vllm.yaml").read_text())
+REHEARSAL_YAML = yaml.safe_load((profiles_dir() / "tiers" / "rehearsal.yaml").read_text())
+
+
+def test_rehearsal_args() -> None:
+    plan = make_plan(PlanRequest(rehearsal=True))
+    args = plan.vllm.args
+    assert args[0] == "/models/tiny-r4b" == plan.vllm.model
+    assert flag_value(args, "--served-model-name") == model_spec().served_model_name
+    assert flag_value(args, "--max-model-len") == str(VLLM_YAML["rehearsal"]["max_model_len"])
+    assert flag_value(args, "--dtype") == "bfloat16"
+    assert "--enforce-eager" in args
+    assert json.loads(flag_value(args, "--limit-mm-per-prompt")) == {"image": 2, "video": 0}
+    assert flag_value(args, "--limit-mm-per-prompt") == '{"image":2,"video":0}'
+    assert flag_value(args, "--reasoning-parser") == model_spec().thinking.reasoning_parser
+    assert args[-4:] == ["--host", "0.0.0.0", "--port", "8000"]
+    assert "--gpu-memory-utilization" not in args
+    assert "--tensor-parallel-size" not in args
+    assert ("--trust-remote-code" in args) == REHEARSAL_YAML["trust_remote_code"]
+
+
+def test_rehearsal_plan_fields() -> None:
+    plan = make_plan(PlanRequest(rehearsal=True))
+    assert plan.rehearsal and plan.profile == "rehearsal"
+    assert plan.gpus == [] and plan.gpu_indices == []
+    assert plan.inventory_source == "rehearsal"
+    assert plan.memory.kv_tokens == 0 and plan.memory.budget_bytes == 0
+    assert any("VLLM_CPU_KVCACHE_SPACE" in r for r in plan.reasons)
+    assert plan.vllm.max_num_batched_tokens >= plan.vllm.max_model_len
+
+
+def test_profile_rehearsal_is_the_rehearsal() -> None:
+    assert make_plan(PlanRequest(profile="rehearsal")) == make_plan(PlanRequest(rehearsal=True))
+
+
+def test_rehearsal_overrides() -> None:
+    plan = make_plan(PlanRequest(rehearsal=True, max_model_len=1024, images_per_prompt=1, max_num_seqs=4))
+    assert flag_value(plan.vllm.args, "--max-model-len") == "1024"
+    assert flag_value(plan.vllm.args, "--max-num-seqs") == "4"
+    assert flag_value(plan.vllm.args, "--limit-mm-per-prompt") == '{"image":1,"video":0}'
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"gpu": "L4"}, {"gpu_memory_utilization": 0.9}, {"kv_cache_dtype": "fp8"}, {"profile": "light"}],
+)
+def test_gpu_options_refused_with_rehearsal(kwargs: dict) -> None:
+    with pytest.raises(UsageError):
+        make_plan(PlanRequest(rehearsal=True, **kwargs))
