@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from r4b_deploy.errors import ConfigError
+from r4b_deploy.datafile import load_data_file
 from r4b_deploy.paths import profiles_dir
 
 
@@ -69,18 +69,7 @@ class ModelSpec(_Strict):
 
 
 def load_model_spec_file(path: Path) -> ModelSpec:
-    import yaml
-    from pydantic import ValidationError
-
-    try:
-        data = yaml.safe_load(path.read_text())
-        return ModelSpec.model_validate(data)
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: cannot read model spec: {exc}") from exc
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"{path}: field {field!r}: {first['msg']}") from exc
+    return load_data_file(ModelSpec, path, "the model spec")
 
 
 @lru_cache(maxsize=1)

@@ -15,7 +15,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from r4b_deploy.errors import ConfigError, UsageError
+from r4b_deploy.errors import UsageError
 from r4b_deploy.hardware.inventory import BYTES_PER_MIB, GPU, Inventory
 from r4b_deploy.paths import profiles_dir
 
@@ -88,24 +88,9 @@ def _normalize(name: str) -> str:
 
 def load_catalog_file(path: Path) -> GpuCatalog:
     """Read and validate a catalog file; any problem is a ConfigError naming file, field and problem."""
-    import yaml
-    from pydantic import ValidationError
+    from r4b_deploy.datafile import load_data_file
 
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the GPU catalog: {exc.strerror or exc}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: the GPU catalog is not valid YAML: {exc}".replace("\n", " ")) from exc
-    try:
-        return GpuCatalog.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = _field_path(data, first["loc"])
-        raise ConfigError(
-            f"{path}: field {field!r}: {first['msg']}",
-            fix=f"correct {field} in {path}",
-        ) from exc
+    return load_data_file(GpuCatalog, path, "the GPU catalog", field_namer=_field_path)
 
 
 def _field_path(data: object, loc: tuple[int | str, ...]) -> str:

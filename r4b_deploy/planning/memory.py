@@ -18,7 +18,6 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from r4b_deploy.errors import ConfigError
 from r4b_deploy.hardware.inventory import BYTES_PER_GIB, GPU
 from r4b_deploy.paths import profiles_dir
 from r4b_deploy.planning.plan import MemoryBreakdown
@@ -87,19 +86,9 @@ class MemoryModel(_Strict):
 
 
 def load_memory_model_file(path: Path) -> MemoryModel:
-    import yaml
-    from pydantic import ValidationError
+    from r4b_deploy.datafile import load_data_file
 
-    try:
-        data = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: cannot read the memory model: {exc}".replace("\n", " ")) from exc
-    try:
-        return MemoryModel.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        raise ConfigError(f"{path}: field {field!r}: {first['msg']}", fix=f"correct {field} in {path}") from exc
+    return load_data_file(MemoryModel, path, "the memory model")
 
 
 @lru_cache(maxsize=1)

@@ -48,7 +48,7 @@ class VllmSettings(BaseModel):
 
 
 class MemoryBreakdown(BaseModel):
-    """Per GPU, in bytes, following vLLM's own accounting (see README: How the planner decides)."""
+    """Per GPU, in bytes, following vLLM's own accounting (see docs/planner.md)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 

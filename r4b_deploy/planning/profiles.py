@@ -62,29 +62,10 @@ class RehearsalTier(_Strict):
     max_num_seqs: int = Field(gt=0)
 
 
-def _read_yaml(path: Path) -> Any:
-    import yaml
+def _load(model: type[_Strict], path: Path) -> Any:
+    from r4b_deploy.datafile import load_data_file
 
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    try:
-        return yaml.load(path.read_text(), Loader=loader)
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}", fix=_TIER_FIX) from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}".replace("\n", " "), fix=_TIER_FIX) from exc
-
-
-def _validate(model: type[_Strict], data: Any, path: Path) -> Any:
-    from pydantic import ValidationError
-
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of fields, found {type(data).__name__}", fix=_TIER_FIX)
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        raise ConfigError(f"{path}: field {field!r}: {first['msg']}", fix=_TIER_FIX) from exc
+    return load_data_file(model, path, "the tier profile", fix=_TIER_FIX)
 
 
 def _problem(path: Path, field: str, problem: str) -> ConfigError:
@@ -138,7 +119,7 @@ def check_tier(tier: TierProfile, spec: ModelSpec, path: Path) -> None:
 
 def load_tier_file(path: Path, spec: ModelSpec | None = None) -> TierProfile:
     """One tier file, validated against the model spec."""
-    tier = _validate(TierProfile, _read_yaml(path), path)
+    tier = _load(TierProfile, path)
     check_tier(tier, spec or model_spec(), path)
     return tier
 
@@ -173,4 +154,4 @@ def _load_tiers(directory: Path, spec: ModelSpec) -> tuple[TierProfile, ...]:
 def load_rehearsal_tier(directory: Path | None = None) -> RehearsalTier:
     """profiles/tiers/rehearsal.yaml."""
     path = (directory or profiles_dir() / TIERS_DIR_NAME) / f"{REHEARSAL_TIER_NAME}.yaml"
-    return _validate(RehearsalTier, _read_yaml(path), path)
+    return _load(RehearsalTier, path)

@@ -25,7 +25,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from r4b_deploy import paths
-from r4b_deploy.errors import ConfigError, EnvironmentProblem
+from r4b_deploy.errors import EnvironmentProblem
 
 ProgressCallback = Callable[[str], None]
 
@@ -61,19 +61,9 @@ class RehearsalProfile(BaseModel):
 @lru_cache(maxsize=1)
 def rehearsal_profile() -> RehearsalProfile:
     """The packaged `rehearsal:` section, read once."""
-    import yaml
-    from pydantic import ValidationError
+    from r4b_deploy.datafile import load_data_file
 
-    path = paths.profiles_dir() / "vllm.yaml"
-    try:
-        data = yaml.safe_load(path.read_text())
-        return RehearsalProfile.model_validate(data["rehearsal"])
-    except (OSError, yaml.YAMLError, KeyError, TypeError) as exc:
-        raise ConfigError(f"{path}: cannot read the rehearsal section: {exc}") from exc
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"{path}: field rehearsal.{field!r}: {first['msg']}") from exc
+    return load_data_file(RehearsalProfile, paths.profiles_dir() / "vllm.yaml", "the vLLM pins", section="rehearsal")
 
 
 def runtime_env() -> dict[str, str]:

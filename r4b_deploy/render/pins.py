@@ -8,7 +8,6 @@ from functools import lru_cache
 from pydantic import BaseModel, ConfigDict, Field
 
 from r4b_deploy import paths
-from r4b_deploy.errors import ConfigError
 from r4b_deploy.rehearsal.vllm_cpu import RehearsalProfile, rehearsal_profile
 
 __all__ = ["GpuPins", "RehearsalProfile", "gpu_pins", "rehearsal_profile"]
@@ -32,16 +31,6 @@ class GpuPins(BaseModel):
 @lru_cache(maxsize=1)
 def gpu_pins() -> GpuPins:
     """The packaged `gpu:` section, read once."""
-    import yaml
-    from pydantic import ValidationError
+    from r4b_deploy.datafile import load_data_file
 
-    path = paths.profiles_dir() / "vllm.yaml"
-    try:
-        data = yaml.safe_load(path.read_text())
-        return GpuPins.model_validate(data["gpu"])
-    except (OSError, yaml.YAMLError, KeyError, TypeError) as exc:
-        raise ConfigError(f"{path}: cannot read the gpu section: {exc}") from exc
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"{path}: field gpu.{field!r}: {first['msg']}") from exc
+    return load_data_file(GpuPins, paths.profiles_dir() / "vllm.yaml", "the vLLM pins", section="gpu")
