@@ -1,0 +1,50 @@
+"""`r4b-deploy down`: stop and remove the deployment's container or process. Idempotent.
+
+Finds the deployment from the folder: the runtime recorded by `up` (r4b-state.json), then the
+runtime's own traces (container labels, pidfile). Works after an `up` that stopped halfway.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+DEFAULT_DIR = Path("deploy")
+
+
+@click.command("down")
+@click.option(
+    "--dir",
+    "--out",
+    "deployment_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=DEFAULT_DIR,
+    show_default=True,
+    help="The deployment folder `up` wrote.",
+)
+@click.option(
+    "--runtime",
+    type=click.Choice(["docker", "process"]),
+    default=None,
+    help="Override the runtime `up` recorded in the folder.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print what was stopped as JSON.")
+def command(deployment_dir: Path, runtime: str | None, as_json: bool) -> None:
+    """Stop and remove the deployment's container or process (idempotent)."""
+    from r4b_deploy.launch.state import make_runtime, resolve_runtime_name
+
+    folder = deployment_dir.expanduser().resolve()
+    # A folder deleted by hand may still have a container: the docker runtime finds it by label.
+    name = resolve_runtime_name(folder, runtime) if folder.is_dir() else (runtime or "docker")
+    result = make_runtime(name).stop(folder)  # type: ignore[arg-type]
+    if as_json:
+        from r4b_deploy.cli.output import print_json
+
+        print_json(result)
+        return
+    if result.removed:
+        verb = "stopped and removed" if result.stopped else "removed"
+        click.echo(f"{verb} {', '.join(result.removed)} ({result.runtime}, {folder})")
+    else:
+        click.echo(f"nothing was running for {folder} ({result.runtime})")

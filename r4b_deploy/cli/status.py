@@ -1,0 +1,68 @@
+"""`r4b-deploy status`: the deployment's state, health, URL, uptime and GPU memory in use.
+
+Read from the folder and the runtime (container or process), never from memory; `--json` for
+scripts. Exit 0 whatever the state: the state is the answer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+DEFAULT_DIR = Path("deploy")
+_STATE_STYLE = {"running": "green", "starting": "yellow", "created": "yellow", "unhealthy": "red", "exited": "red"}
+
+
+@click.command("status")
+@click.option(
+    "--dir",
+    "--out",
+    "deployment_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=DEFAULT_DIR,
+    show_default=True,
+    help="The deployment folder `up` wrote.",
+)
+@click.option(
+    "--runtime",
+    type=click.Choice(["docker", "process"]),
+    default=None,
+    help="Override the runtime `up` recorded in the folder.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+def command(deployment_dir: Path, runtime: str | None, as_json: bool) -> None:
+    """Show the deployment's state, health, URL and uptime."""
+    from r4b_deploy.launch.state import make_runtime, require_deployment_dir, resolve_runtime_name
+
+    folder = require_deployment_dir(deployment_dir)
+    status = make_runtime(resolve_runtime_name(folder, runtime)).status(folder)
+    if as_json:
+        from r4b_deploy.cli.output import print_json
+
+        print_json(status)
+        return
+    from r4b_deploy.cli.output import console
+
+    out = console()
+    style = _STATE_STYLE.get(status.state, "dim")
+    out.print(f"[{style}]{status.state}[/{style}] ({status.runtime}) {folder}", soft_wrap=True)
+    rows = [
+        ("health", {True: "healthy", False: "not healthy", None: "unknown"}[status.healthy]),
+        ("url", status.url or "-"),
+        ("uptime", _duration(status.uptime_s) if status.uptime_s is not None else "-"),
+        ("started", status.started_at.isoformat(timespec="seconds") if status.started_at else "-"),
+    ]
+    if status.gpu_memory_used_bytes is not None:
+        rows.append(("GPU memory used", f"{status.gpu_memory_used_bytes / 1024**3:.1f} GiB"))
+    if status.detail:
+        rows.append(("detail", status.detail))
+    for key, value in rows:
+        out.print(f"  {key:<16} {value}", markup=False, soft_wrap=True)
+
+
+def _duration(seconds: float) -> str:
+    total = int(seconds)
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h {minutes:02d}m {secs:02d}s" if hours else f"{minutes}m {secs:02d}s"

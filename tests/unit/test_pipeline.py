@@ -1,0 +1,208 @@
+"""run_up over the Runtime protocol, with a runtime that serves the real fake-OpenAI socket server
+(tests/fixtures/servers.py) instead of vLLM: the pipeline's order, report folder, state file,
+error messages and clean-up on every failure path. The docker runtime for real:
+tests/integration/test_docker_*.py and test_up_rehearsal.py."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fixtures.servers import FakeServer, FakeServerConfig
+
+from r4b_deploy.errors import EnvironmentProblem, LaunchError
+from r4b_deploy.launch.base import Endpoint, RuntimeStatus, StopResult
+from r4b_deploy.launch.state import read_state
+from r4b_deploy.pipeline import UpEvent, run_up
+from r4b_deploy.planning.plan import PlanRequest
+from r4b_deploy.render.deployment import read_env_file
+from r4b_deploy.render.options import RenderOptions
+
+
+class FakeServerRuntime:
+    """A Runtime whose "server" is a FakeServer on 127.0.0.1, keyed with the folder's own API key."""
+
+    name = "process"
+
+    def __init__(self, behaviour: str = "ok", log_lines: int = 80) -> None:
+        self.behaviour = behaviour
+        self.server: FakeServer | None = None
+        self.stops = 0
+        self.log = [f"log line {i}" for i in range(log_lines)]
+
+    def start(self, deployment_dir: Path) -> Endpoint:
+        if self.behaviour == "interrupt":
+            raise KeyboardInterrupt
+        if self.behaviour == "port":
+            raise EnvironmentProblem("port 1 on 127.0.0.1 is already in use", fix="choose another --port")
+        key = read_env_file(deployment_dir)["VLLM_API_KEY"]
+        unhealthy = self.behaviour in ("never_healthy", "dies")
+        config = FakeServerConfig(
+            api_key=key,
+            fault_health=unhealthy,
+            behaviour="status" if unhealthy else "ok",
+            status_code=503,
+        )
+        self.server = FakeServer(config).start()
+        return Endpoint(url=self.server.url, served_model_name="r4b", api_key_file=deployment_dir / "r4b.env")
+
+    def is_alive(self, deployment_dir: Path) -> bool:
+        return self.behaviour != "dies"
+
+    def stop(self, deployment_dir: Path) -> StopResult:
+        self.stops += 1
+        stopped = self.server is not None
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+        return StopResult(runtime="process", stopped=stopped)
+
+    def status(self, deployment_dir: Path) -> RuntimeStatus:
+        return RuntimeStatus(runtime="process", state="running" if self.server else "absent")
+
+    def logs(self, deployment_dir: Path, tail: int | None = None, follow: bool = False) -> Iterator[str]:
+        yield from self.log[-tail:] if tail else self.log
+
+
+@pytest.fixture
+def runtime() -> Iterator[FakeServerRuntime]:
+    rt = FakeServerRuntime()
+    yield rt
+    rt.stop(Path("."))
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _up(tmp_path: Path, runtime, bench: str = "none", events: list | None = None, **kwargs):
+    return run_up(
+        PlanRequest(rehearsal=True),
+        RenderOptions(host_port=_free_port()),
+        tmp_path / "deploy",
+        runtime=runtime,
+        bench=bench,  # type: ignore[arg-type]
+        on_event=events.append if events is not None else None,
+        **kwargs,
+    )
+
+
+def test_up_runs_every_stage_and_writes_the_report(tmp_path: Path, runtime: FakeServerRuntime) -> None:
+    events: list[UpEvent] = []
+    report = _up(tmp_path, runtime, bench="quick", events=events)
+
+    done = [e.stage for e in events if e.kind == "done"]
+    assert done == ["plan", "render", "start", "health", "smoke", "bench"]  # no build: this runtime has none
+    assert report.smoke_ok is True and report.smoke_failed == 0
+    assert report.bench_error is None and len(report.bench_summary) == 2  # quick: two load levels
+    folder = tmp_path / "deploy"
+    for name in ("plan.json", "smoke.json", "junit.xml", "bench.json", "bench.md", "chart.png", "up.json"):
+        assert (folder / "report" / name).is_file(), name
+    assert json.loads((folder / "report" / "plan.json").read_text())["rehearsal"] is True
+    assert report.api_key_file == folder / "r4b.env"
+    assert runtime.stops == 0  # a deployment that came up stays up
+
+
+def test_the_api_key_reaches_no_report_file(tmp_path: Path, runtime: FakeServerRuntime) -> None:
+    report = _up(tmp_path, runtime, bench="quick")
+    key = read_env_file(report.deployment_dir)["VLLM_API_KEY"]
+    for path in report.report_dir.iterdir():
+        assert key.encode() not in path.read_bytes(), path.name
+    assert key not in report.model_dump_json()
+    assert key not in (report.deployment_dir / "r4b-state.json").read_text()
+
+
+def test_up_records_the_runtime_before_starting(tmp_path: Path) -> None:
+    with pytest.raises(KeyboardInterrupt):
+        _up(tmp_path, FakeServerRuntime("interrupt"))
+    state = read_state(tmp_path / "deploy")
+    assert state is not None and state.runtime == "process"
+
+
+def test_interrupt_stops_what_was_started(tmp_path: Path) -> None:
+    rt = FakeServerRuntime("interrupt")
+    with pytest.raises(KeyboardInterrupt):
+        _up(tmp_path, rt)
+    assert rt.stops == 1
+
+
+def test_server_exit_while_starting_gives_the_last_50_log_lines_and_cleans_up(tmp_path: Path) -> None:
+    rt = FakeServerRuntime("dies")
+    with pytest.raises(LaunchError) as caught:
+        _up(tmp_path, rt, health_timeout_s=30)
+    error = caught.value
+    assert "exited" in error.message
+    assert error.details is not None
+    lines = error.details.splitlines()
+    assert "log line 79" in lines[-1] and "log line 30" in error.details and "log line 29" not in error.details
+    assert rt.stops == 1 and rt.server is None
+
+
+def test_health_timeout_is_a_launch_error_with_the_log_tail(tmp_path: Path) -> None:
+    rt = FakeServerRuntime("never_healthy")
+    with pytest.raises(LaunchError) as caught:
+        _up(tmp_path, rt, health_timeout_s=1.5)
+    assert "not healthy after" in caught.value.message
+    assert "log line 79" in (caught.value.details or "")
+    assert rt.stops == 1
+
+
+def test_environment_problems_pass_through_unchanged_after_cleanup(tmp_path: Path) -> None:
+    rt = FakeServerRuntime("port")
+    with pytest.raises(EnvironmentProblem, match="already in use"):
+        _up(tmp_path, rt)
+    assert rt.stops == 1
+
+
+def test_health_ticks_carry_the_log_tail(tmp_path: Path) -> None:
+    rt = FakeServerRuntime("never_healthy")
+    events: list[UpEvent] = []
+    with pytest.raises(LaunchError):
+        _up(tmp_path, rt, events=events, health_timeout_s=1.5)
+    ticks = [e for e in events if e.kind == "tick"]
+    assert ticks and "log line 79" in ticks[0].data
+
+
+def test_smoke_failure_is_reported_not_raised_and_the_server_stays(tmp_path: Path) -> None:
+    rt = FakeServerRuntime()
+    original_start = rt.start
+
+    def start_with_wrong_name(deployment_dir: Path) -> Endpoint:
+        endpoint = original_start(deployment_dir)
+        assert rt.server is not None
+        rt.server.config.served_model_name = "another-model"  # the server now serves something else
+        return endpoint
+
+    rt.start = start_with_wrong_name  # type: ignore[method-assign]
+    try:
+        report = _up(tmp_path, rt)
+        assert report.smoke_ok is False and report.smoke_failures
+        assert not report.ok
+        assert rt.stops == 0
+    finally:
+        rt.stop(tmp_path)
+
+
+def test_a_failure_after_health_stops_the_server(tmp_path: Path) -> None:
+    rt = FakeServerRuntime()
+
+    def vanish_once_healthy(event: UpEvent) -> None:
+        if event.stage == "health" and event.kind == "done" and rt.server is not None:
+            rt.server.stop()  # the server goes away between health and smoke
+
+    with pytest.raises(EnvironmentProblem):
+        run_up(
+            PlanRequest(rehearsal=True),
+            RenderOptions(host_port=_free_port()),
+            tmp_path / "deploy",
+            runtime=rt,
+            bench="none",
+            on_event=vanish_once_healthy,
+        )
+    assert rt.stops == 1
