@@ -25,6 +25,8 @@ DEFAULT_OPEN_TAG = "<think>"
 DEFAULT_CLOSE_TAG = "</think>"
 REASONING_FIELDS = ("reasoning", "reasoning_content")  # new vLLM, older vLLM
 FINISH_LENGTH = "length"
+
+
 def think_open_at_start(mode: str | None) -> bool | None:
     """Whether a reply in `mode` starts inside a think block: True, False, or None (unknown: auto).
 
