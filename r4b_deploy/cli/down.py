@@ -10,25 +10,12 @@ from pathlib import Path
 
 import click
 
-DEFAULT_DIR = Path("deploy")
+from r4b_deploy.cli.options import deployment_dir_option, runtime_override_option
 
 
 @click.command("down")
-@click.option(
-    "--dir",
-    "--out",
-    "deployment_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=DEFAULT_DIR,
-    show_default=True,
-    help="The deployment folder `up` wrote.",
-)
-@click.option(
-    "--runtime",
-    type=click.Choice(["docker", "process"]),
-    default=None,
-    help="Override the runtime `up` recorded in the folder.",
-)
+@deployment_dir_option
+@runtime_override_option
 @click.option("--json", "as_json", is_flag=True, help="Print what was stopped as JSON.")
 def command(deployment_dir: Path, runtime: str | None, as_json: bool) -> None:
     """Stop and remove the deployment's container or process (idempotent)."""

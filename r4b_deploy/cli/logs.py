@@ -10,27 +10,14 @@ from pathlib import Path
 
 import click
 
-DEFAULT_DIR = Path("deploy")
+from r4b_deploy.cli.options import deployment_dir_option, runtime_override_option
 
 
 @click.command("logs")
-@click.option(
-    "--dir",
-    "--out",
-    "deployment_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=DEFAULT_DIR,
-    show_default=True,
-    help="The deployment folder `up` wrote.",
-)
+@deployment_dir_option
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines until the server stops (or Ctrl-C).")
 @click.option("--tail", type=click.IntRange(min=0), default=None, metavar="N", help="Only the last N lines.")
-@click.option(
-    "--runtime",
-    type=click.Choice(["docker", "process"]),
-    default=None,
-    help="Override the runtime `up` recorded in the folder.",
-)
+@runtime_override_option
 def command(deployment_dir: Path, follow: bool, tail: int | None, runtime: str | None) -> None:
     """Print (or follow) the deployment's server log."""
     from r4b_deploy.launch.state import make_runtime, require_deployment_dir, resolve_runtime_name

@@ -107,3 +107,29 @@ def plan_request_from(_kwargs: dict[str, Any] | None = None, /, **kwargs: Any) -
             f"{flag} {value}: {first['msg'].lower()}" if value is not None else f"{flag}: {first['msg'].lower()}",
             fix=f"see `r4b-deploy plan --help` for {flag}",
         ) from exc
+
+
+DEFAULT_DEPLOYMENT_DIR = Path("deploy")
+
+
+def deployment_dir_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    """`--dir/--out DIR`: the deployment folder `up` wrote (down, status, logs find it there)."""
+    return click.option(
+        "--dir",
+        "--out",
+        "deployment_dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=DEFAULT_DEPLOYMENT_DIR,
+        show_default=True,
+        help="The deployment folder `up` wrote.",
+    )(func)
+
+
+def runtime_override_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    """`--runtime docker|process`: override the runtime `up` recorded in the folder."""
+    return click.option(
+        "--runtime",
+        type=click.Choice(["docker", "process"]),
+        default=None,
+        help="Override the runtime `up` recorded in the folder.",
+    )(func)

@@ -10,26 +10,14 @@ from pathlib import Path
 
 import click
 
-DEFAULT_DIR = Path("deploy")
+from r4b_deploy.cli.options import deployment_dir_option, runtime_override_option
+
 _STATE_STYLE = {"running": "green", "starting": "yellow", "created": "yellow", "unhealthy": "red", "exited": "red"}
 
 
 @click.command("status")
-@click.option(
-    "--dir",
-    "--out",
-    "deployment_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=DEFAULT_DIR,
-    show_default=True,
-    help="The deployment folder `up` wrote.",
-)
-@click.option(
-    "--runtime",
-    type=click.Choice(["docker", "process"]),
-    default=None,
-    help="Override the runtime `up` recorded in the folder.",
-)
+@deployment_dir_option
+@runtime_override_option
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 def command(deployment_dir: Path, runtime: str | None, as_json: bool) -> None:
     """Show the deployment's state, health, URL and uptime."""

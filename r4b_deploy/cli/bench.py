@@ -1,0 +1,397 @@
+"""`r4b-deploy bench`: throughput and latency of a running R-4B endpoint, per load level.
+
+Options become a BenchConfig and one `run_bench` call; this module only parses, shows
+progress, writes the requested files and prints the summary. Exit codes: 0 all gates held;
+1 (CheckFailed) an SLO gate failed, or more requests failed than --max-error-rate allows
+(default 0: any failed request fails the run); 2 nothing answers at the URL, the server
+rejected the API key (a wrong key is a property of the endpoint, not of the measurement), or
+every warm-up request failed; 4 a bad option, an unknown SLO metric, or a model the server
+does not serve. Results are written before the exit code is decided.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+if TYPE_CHECKING:
+    from r4b_deploy.bench.report import BenchReport
+    from r4b_deploy.bench.runner import BenchConfig, BenchProgress
+
+_STDOUT = "-"
+_PLAIN_WIDTH = 130  # console width when not a terminal
+
+
+def _mode_choices() -> list[str]:
+    from r4b_deploy.spec import model_spec
+
+    return [*model_spec().thinking.modes, "mix"]
+
+
+def _split_numbers(values: tuple[str, ...], kind: type, option: str) -> list:
+    """`--concurrency 1,4 --concurrency 16` -> [1, 4, 16]; `inf` allowed for rates."""
+    out = []
+    for value in values:
+        for part in value.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            try:
+                number = math.inf if kind is float and part.lower() == "inf" else kind(part)
+            except ValueError:
+                raise click.BadParameter(f"{part!r} is not a number", param_hint=option) from None
+            if not number > 0:
+                raise click.BadParameter(f"{part!r} must be > 0", param_hint=option)
+            out.append(number)
+    return out
+
+
+@click.command("bench")
+@click.option("--url", help="The endpoint, e.g. http://127.0.0.1:8000 (default: the --deployment's URL).")
+@click.option(
+    "--deployment",
+    "deployment_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="A folder written by `r4b-deploy render`: its URL, served name, API key and max_num_seqs.",
+)
+@click.option(
+    "--api-key",
+    envvar="VLLM_API_KEY",
+    show_envvar=True,
+    help="API key (prefer the env var or --deployment: options show up in `ps`).",
+)
+@click.option(
+    "--env-file", type=click.Path(dir_okay=False, path_type=Path), help="Read VLLM_API_KEY from this KEY=VALUE file."
+)
+@click.option("--model", "model", help="Served model name (default: the deployment's, else r4b).")
+@click.option(
+    "--concurrency",
+    "concurrency",
+    multiple=True,
+    metavar="N[,N...]",
+    help="Closed-loop levels: requests kept in flight (default sweep 1,4,16,64).",
+)
+@click.option(
+    "--request-rate",
+    "request_rate",
+    multiple=True,
+    metavar="R[,R...]",
+    help="Open-loop levels: requests per second (Poisson; 'inf' sends all at once).",
+)
+@click.option(
+    "--burstiness",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Gamma shape of open-loop gaps: 1 Poisson, <1 burstier, >1 more regular.",
+)
+@click.option(
+    "--max-concurrency",
+    type=click.IntRange(min=1),
+    help="Cap on requests in flight: drops higher levels (default: the deployment's max_num_seqs).",
+)
+@click.option("--requests", "requests_per_level", type=click.IntRange(min=1), help="Requests per level.")
+@click.option(
+    "--duration", "duration_s", type=click.FloatRange(min=0, min_open=True), help="Seconds per level (not --requests)."
+)
+@click.option(
+    "--warmup", "warmup_requests", type=click.IntRange(min=0), default=4, show_default=True, help="Unmeasured requests."
+)
+@click.option("--workload", type=click.Choice(["text", "image"]), default="text", show_default=True)
+@click.option(
+    "--mode",
+    type=click.Choice(_mode_choices()),
+    default="auto",
+    show_default=True,
+    help="Thinking mode of every request, or 'mix' (each mode in turn).",
+)
+@click.option("--max-tokens", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option("--ignore-eos", is_flag=True, help="Generate exactly --max-tokens (vLLM extension).")
+@click.option("--temperature", type=click.FloatRange(min=0), help="Sampling temperature (default: the server's).")
+@click.option(
+    "--prompt-words", type=click.IntRange(min=1), default=48, show_default=True, help="Words per text prompt."
+)
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=click.FloatRange(min=0, min_open=True),
+    default=60.0,
+    show_default=True,
+    help="Seconds to wait for a connection, a first byte or the next chunk.",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of prompts and arrival times.")
+@click.option("--slo", "slos", multiple=True, metavar="NAME=VALUE", help="Gate, e.g. p95_ttft_ms=500 (repeatable).")
+@click.option(
+    "--max-error-rate",
+    type=click.FloatRange(min=0, max=1),
+    default=0.0,
+    show_default=True,
+    help="Failed requests allowed per level, as a fraction, before the run fails.",
+)
+@click.option("--json", "json_path", metavar="FILE", help="Write the result JSON ('-' for stdout).")
+@click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False, path_type=Path), help="Write Markdown.")
+@click.option("--chart", "chart_path", type=click.Path(dir_okay=False, path_type=Path), help="Write a PNG chart.")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write bench.json, bench.md and bench.png into this folder.",
+)
+@click.option("--detailed", is_flag=True, help="Add per-request lists to the JSON (as vLLM's detailed mode).")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def command(
+    url: str | None,
+    deployment_dir: Path | None,
+    api_key: str | None,
+    env_file: Path | None,
+    model: str | None,
+    concurrency: tuple[str, ...],
+    request_rate: tuple[str, ...],
+    burstiness: float,
+    max_concurrency: int | None,
+    requests_per_level: int | None,
+    duration_s: float | None,
+    warmup_requests: int,
+    workload: str,
+    mode: str,
+    max_tokens: int,
+    ignore_eos: bool,
+    temperature: float | None,
+    prompt_words: int,
+    timeout_s: float,
+    seed: int,
+    slos: tuple[str, ...],
+    max_error_rate: float,
+    json_path: str | None,
+    markdown_path: Path | None,
+    chart_path: Path | None,
+    out_dir: Path | None,
+    detailed: bool,
+    no_progress: bool,
+) -> None:
+    """Measure throughput and latency of a running R-4B endpoint."""
+    from pydantic import SecretStr
+
+    from r4b_deploy.bench.runner import BenchConfig
+    from r4b_deploy.bench.slo import ERROR_RATE_METRIC, evaluate_slos, parse_slo, violations_line
+    from r4b_deploy.errors import CheckFailed, UsageError
+
+    if env_file is not None and deployment_dir is not None:
+        raise UsageError("--env-file and --deployment exclude each other", fix="give one of them")
+    if requests_per_level is not None and duration_s is not None:
+        raise UsageError("--requests and --duration exclude each other", fix="give one of them")
+    gates = [parse_slo(s) for s in slos]  # a bad gate is a usage error before any load is sent
+    if deployment_dir is not None:
+        url, model, api_key, plan_cap = _from_deployment(deployment_dir, url, model, api_key)
+        max_concurrency = max_concurrency or plan_cap
+    elif env_file is not None:
+        api_key = _key_from_env_file(env_file)
+    if not url:
+        raise UsageError("no endpoint given", fix="pass --url http://HOST:PORT or --deployment DIR")
+    if out_dir is not None:
+        from r4b_deploy.bench.writers import CHART_NAME, JSON_NAME, MARKDOWN_NAME
+
+        json_path = json_path or str(out_dir / JSON_NAME)
+        markdown_path = markdown_path or out_dir / MARKDOWN_NAME
+        chart_path = chart_path or out_dir / CHART_NAME
+
+    options: dict = {
+        "base_url": url,
+        "concurrencies": _split_numbers(concurrency, int, "--concurrency"),
+        "request_rates": _split_numbers(request_rate, float, "--request-rate"),
+        "burstiness": burstiness,
+        "max_concurrency": max_concurrency,
+        "requests_per_level": requests_per_level,
+        "duration_s": duration_s,
+        "warmup_requests": warmup_requests,
+        "workload": workload,
+        "mode": mode,
+        "max_tokens": max_tokens,
+        "ignore_eos": ignore_eos,
+        "temperature": temperature,
+        "prompt_words": prompt_words,
+        "timeout_s": timeout_s,
+        "seed": seed,
+    }
+    if model:
+        options["model"] = model
+    if api_key:
+        options["api_key"] = SecretStr(api_key)
+    config = BenchConfig(**options)
+
+    to_stdout = json_path == _STDOUT
+    report = _run_with_progress(config, show=not no_progress, stderr=to_stdout)
+    results = evaluate_slos(report, gates, max_error_rate)
+    report = report.model_copy(update={"slo": results})
+    _write(report, json_path, markdown_path, chart_path, detailed)
+    _print_summary(report, stderr=to_stdout)
+    if not report.slo_passed:
+        errors_failed = any(r.metric == ERROR_RATE_METRIC and not r.passed for r in results)
+        raise CheckFailed(
+            f"benchmark gates failed: {violations_line(results)}",
+            fix=(
+                "the errors above say what failed; --max-error-rate F allows a fraction of failed requests"
+                if errors_failed
+                else "the table above has every level's figures"
+            ),
+        )
+
+
+def _from_deployment(
+    deployment_dir: Path, url: str | None, model: str | None, api_key: str | None
+) -> tuple[str, str, str | None, int]:
+    from r4b_deploy.render.deployment import load_deployment, read_env_file
+    from r4b_deploy.render.env import API_KEY_VAR
+
+    deployment = load_deployment(deployment_dir)
+    key = api_key or read_env_file(deployment_dir).get(API_KEY_VAR)
+    return (
+        url or deployment.url,
+        model or deployment.served_model_name,
+        key,
+        deployment.plan.vllm.max_num_seqs,
+    )
+
+
+def _key_from_env_file(path: Path) -> str:
+    from r4b_deploy.errors import UsageError
+    from r4b_deploy.render.env import API_KEY_VAR, parse_env_text
+
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}", fix="check the path and its permissions") from None
+    key = parse_env_text(text, str(path)).get(API_KEY_VAR)
+    if not key:
+        raise UsageError(f"{path} has no {API_KEY_VAR}", fix="use the env file `r4b-deploy render` wrote")
+    return key
+
+
+def _write(
+    report: BenchReport, json_path: str | None, markdown_path: Path | None, chart_path: Path | None, detailed: bool
+) -> None:
+    from r4b_deploy.bench.writers import render_json, write_outputs
+
+    if json_path == _STDOUT:
+        click.echo(render_json(report, detailed), nl=False)
+        json_file = None
+    else:
+        json_file = Path(json_path) if json_path else None
+    written = write_outputs(report, json_file, markdown_path, chart_path, detailed)
+    for path in written:
+        click.echo(f"wrote {path}", err=True)
+
+
+def _run_with_progress(config: BenchConfig, *, show: bool, stderr: bool) -> BenchReport:
+    """run_bench with a rich progress bar per level (on stderr, so stdout stays the data)."""
+    from r4b_deploy.bench.runner import run_bench
+
+    if not show:
+        return run_bench(config)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from r4b_deploy.cli.output import console
+
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[failed]} failed"),
+        TimeElapsedColumn(),
+        console=console(stderr=True),
+        transient=False,
+    )
+    tasks: dict[str, int] = {}
+
+    def on_progress(p: BenchProgress) -> None:
+        key = f"{p.phase}:{p.level_index}"
+        if p.phase == "tokenize":
+            description = f"{p.label}: counting answers"
+        elif p.phase == "warmup":
+            description = "warm-up"
+        else:
+            description = f"{p.label} [{p.level_index + 1}/{p.levels}]"
+        if p.duration_s is not None and p.phase == "load":  # duration mode: the bar is time
+            total, completed = p.duration_s, min(p.elapsed_s, p.duration_s)
+        else:
+            total, completed = p.total, p.done
+        if key not in tasks:
+            tasks[key] = progress.add_task(description, total=total, failed=p.failed)
+        progress.update(tasks[key], completed=completed, total=total, failed=p.failed)
+
+    with progress:
+        return run_bench(config, on_progress=on_progress)
+
+
+def _print_summary(report: BenchReport, *, stderr: bool) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    from r4b_deploy.bench.slo import format_value
+    from r4b_deploy.cli.output import console
+
+    def fmt(value: float | None, digits: int = 1) -> str:
+        return "–" if value is None else f"{value:,.{digits}f}"
+
+    con = console(stderr=stderr)
+    if not con.is_terminal:
+        con.width = max(con.width, _PLAIN_WIDTH)  # logs and pipes: no wrapping at 80 columns
+    table = Table(
+        title=f"bench: {escape(report.model_id)} at {escape(report.base_url)}",
+        title_justify="left",
+        caption="latencies in ms; TPOT excludes the first token",
+        caption_justify="left",
+    )
+    table.add_column("level", no_wrap=True)
+    for name in ("ok", "failed", "req/s", "out tok/s", "TTFT p50", "TTFT p95", "TPOT p50", "TPOT p95", "E2EL p95"):
+        table.add_column(name, justify="right", no_wrap=True)
+    for lv in report.levels:
+        m = lv.metrics
+        table.add_row(
+            lv.label,
+            str(m.completed),
+            f"[bold red]{m.failed}[/]" if m.failed else "0",
+            fmt(m.request_throughput, 2),
+            fmt(m.output_throughput),
+            fmt(m.ttft.median),
+            fmt(m.ttft.percentiles.get("p95")),
+            fmt(m.tpot.median, 2),
+            fmt(m.tpot.percentiles.get("p95"), 2),
+            fmt(m.e2el.percentiles.get("p95")),
+        )
+    con.print(table)
+    modes = Table(title="reasoning and answer tokens per thinking mode (means)", title_justify="left")
+    modes.add_column("level", no_wrap=True)
+    for name in ("mode", "ok", "thought", "reasoning tok", "answer tok", "truncated", "first answer ms"):
+        modes.add_column(name, justify="left" if name == "mode" else "right", no_wrap=True)
+    for lv in report.levels:
+        for mm in lv.metrics.modes.values():
+            modes.add_row(
+                lv.label,
+                mm.mode,
+                str(mm.completed),
+                "–" if mm.thought_fraction is None else f"{mm.thought_fraction:.0%}",
+                fmt(mm.mean_reasoning_tokens),
+                fmt(mm.mean_answer_tokens),
+                str(mm.truncated_reasoning),
+                fmt(mm.mean_first_answer_token_ms),
+            )
+    con.print(modes)
+    for lv in report.levels:
+        if lv.metrics.errors_by_kind:
+            kinds = ", ".join(f"{k} {n}" for k, n in lv.metrics.errors_by_kind.items())
+            con.print(f"{escape(lv.label)}: errors: {kinds}")
+            for sample in lv.metrics.error_samples[:2]:
+                con.print(f"  {escape(sample)}")
+    for warning in report.warnings:
+        con.print(f"[yellow]warning:[/] {escape(warning)}")
+    failed = [s for s in report.slo if not s.passed]
+    if failed:
+        for s in failed:
+            con.print(f"[bold red]FAIL[/] {escape(s.gate)} at {escape(s.level)}: {format_value(s.value)}")
+    else:
+        gates = sorted({s.gate for s in report.slo})
+        con.print(f"[green]all {len(gates)} gate(s) held at every level[/] ({escape(', '.join(gates))})")
