@@ -14,10 +14,8 @@ removed by the daemon (`forcerm`), and each failure says what to do about it.
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import json
-import socket
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
@@ -28,6 +26,7 @@ from pydantic import BaseModel, ConfigDict
 
 from r4b_deploy.errors import EnvironmentProblem, LaunchError, R4BError
 from r4b_deploy.launch.base import Endpoint, RuntimeStatus, StopResult
+from r4b_deploy.launch.ports import port_in_use_error, port_problem
 
 if TYPE_CHECKING:
     import docker
@@ -178,27 +177,6 @@ def classify_start_error(explanation: str, spec: ContainerSpec) -> R4BError:
     if any(marker in lowered for marker in PORT_MARKERS):
         return port_in_use_error(spec.bind_address, spec.host_port)
     return LaunchError(f"Docker could not start the container {spec.name}: {_first_line(explanation)}")
-
-
-def port_in_use_error(host: str, port: int) -> EnvironmentProblem:
-    return EnvironmentProblem(
-        f"port {port} on {host} is already in use",
-        fix=f"stop what listens there (`ss -ltnp 'sport = :{port}'`; if it is another deployment, "
-        f"`r4b-deploy down --dir ITS_FOLDER`), or choose another --port",
-    )
-
-
-def port_problem(host: str, port: int) -> EnvironmentProblem | None:
-    """Can the port be published? Bound as docker-proxy binds it (SO_REUSEADDR: TIME_WAIT is no clash)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                return port_in_use_error(host, port)
-            return EnvironmentProblem(f"cannot bind {host}:{port}: {exc.strerror}", fix="choose another --port")
-    return None
 
 
 class _StepTracker:

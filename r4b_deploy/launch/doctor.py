@@ -341,7 +341,7 @@ def check_shm(runtime: RuntimeName, ipc_host: bool) -> DoctorCheck:
 
 
 def check_port(port: int, public: bool) -> DoctorCheck:
-    from r4b_deploy.launch.docker_runtime import port_problem
+    from r4b_deploy.launch.ports import port_problem
     from r4b_deploy.render.deployment import LOCAL_BIND_ADDRESS, PUBLIC_BIND_ADDRESS
 
     host = PUBLIC_BIND_ADDRESS if public else LOCAL_BIND_ADDRESS

@@ -9,11 +9,9 @@ HF token) reach the process through its environment only: never argv, never the 
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -26,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from r4b_deploy.errors import EnvironmentProblem, LaunchError
 from r4b_deploy.launch.base import Endpoint, RuntimeStatus, StopResult
 from r4b_deploy.launch.health import probe_health
+from r4b_deploy.launch.ports import check_port_free
 
 if TYPE_CHECKING:
     from r4b_deploy.render.deployment import Deployment
@@ -111,21 +110,6 @@ def _group_alive(pgid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def check_port_free(host: str, port: int) -> None:
-    """EnvironmentProblem if something already listens on host:port (as vLLM binds it, with SO_REUSEADDR)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                raise EnvironmentProblem(
-                    f"port {port} on {host} is already in use",
-                    fix=f"stop what listens there (`ss -ltnp 'sport = :{port}'`) or render with another --port",
-                ) from exc
-            raise EnvironmentProblem(f"cannot bind {host}:{port}: {exc.strerror}", fix="pick another --port") from exc
 
 
 @contextlib.contextmanager

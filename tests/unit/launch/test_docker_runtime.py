@@ -11,6 +11,7 @@ import pytest
 
 from r4b_deploy.errors import EnvironmentProblem, LaunchError
 from r4b_deploy.launch import docker_runtime as dr
+from r4b_deploy.launch.ports import port_problem
 from r4b_deploy.planning.plan import PlanRequest
 from r4b_deploy.planning.planner import make_plan
 from r4b_deploy.render.deployment import LABEL_DIR, write_deployment
@@ -115,9 +116,9 @@ def test_port_problem_sees_a_real_listener() -> None:
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         port = holder.getsockname()[1]
-        problem = dr.port_problem("127.0.0.1", port)
+        problem = port_problem("127.0.0.1", port)
         assert problem is not None and str(port) in problem.message
-    assert dr.port_problem("127.0.0.1", port) is None
+    assert port_problem("127.0.0.1", port) is None
 
 
 # A classic builder's stream, as docker-py decodes it (taken from a real build).

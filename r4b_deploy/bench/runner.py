@@ -1,0 +1,481 @@
+"""The load generator: pre-flight, warm-up, then each load level of the sweep.
+
+schedule (levels, arrivals) -> per-request records (client/aio.py) -> pure metrics -> report.
+Library code: it never prints; a live display subscribes through `on_progress`.
+
+Failures of single requests are data (records with an error kind). Only what makes the whole
+run meaningless is raised: nothing listening, a rejected API key, a model the server does not
+serve, or every warm-up request failing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+from r4b_deploy.bench.metrics import compute_metrics
+from r4b_deploy.bench.report import BenchReport, LevelResult
+from r4b_deploy.bench.schedule import LoadLevel, arrival_offsets_s, interarrival_gaps_s, sweep_levels
+from r4b_deploy.bench.workload import (
+    DEFAULT_IMAGE_SIZE_PX,
+    DEFAULT_PROMPT_WORDS,
+    ModeChoice,
+    PreparedRequest,
+    WorkloadKind,
+    WorkloadSpec,
+    prepare_requests,
+)
+from r4b_deploy.client.records import RequestRecord
+from r4b_deploy.errors import EnvironmentProblem, UsageError
+from r4b_deploy.spec import model_spec
+
+if TYPE_CHECKING:
+    import aiohttp
+
+    from r4b_deploy.client.aio import ChatOutcome
+
+DEFAULT_CONCURRENCIES: tuple[int, ...] = (1, 4, 16, 64)
+DEFAULT_TIMEOUT_S = 60.0
+DEFAULT_MAX_TOKENS = 256
+DEFAULT_WARMUP_REQUESTS = 4
+MIN_REQUESTS_PER_LEVEL = 32
+REQUESTS_PER_SLOT = 4  # closed loop: each in-flight slot sends this many requests by default
+DEFAULT_RATE_LEVEL_S = 30.0  # open loop: default budget = rate x this many seconds
+PROGRESS_INTERVAL_S = 0.1  # on_progress is called at most this often (plus at phase ends)
+CLIENT_CPU_WARN_FRACTION = 0.8  # of one core: above it the client may have capped the figures
+DATE_FORMAT = "%Y%m%d-%H%M%S"  # vLLM's
+# Warm-up failures that no amount of load would change: raise instead of running the sweep.
+_FATAL_KINDS = ("connection", "http_401", "http_404")
+
+
+class BenchConfig(BaseModel):
+    """Everything one run needs. The API key is a SecretStr: it never reaches the report."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    base_url: str
+    api_key: SecretStr | None = None
+    model: str = Field(default_factory=lambda: model_spec().served_model_name)
+    concurrencies: list[int] = []
+    request_rates: list[float] = []
+    burstiness: float = Field(default=1.0, gt=0)
+    max_concurrency: int | None = Field(default=None, gt=0)  # caps the sweep (--max-concurrency or max_num_seqs)
+    requests_per_level: int | None = Field(default=None, gt=0)
+    duration_s: float | None = Field(default=None, gt=0)  # per level; replaces the request budget
+    warmup_requests: int = Field(default=DEFAULT_WARMUP_REQUESTS, ge=0)
+    workload: WorkloadKind = "text"
+    mode: ModeChoice = "auto"
+    max_tokens: int = Field(default=DEFAULT_MAX_TOKENS, gt=0)
+    ignore_eos: bool = False
+    temperature: float | None = Field(default=None, ge=0)
+    prompt_words: int = Field(default=DEFAULT_PROMPT_WORDS, gt=0)
+    image_size_px: tuple[int, int] = DEFAULT_IMAGE_SIZE_PX
+    timeout_s: float = Field(default=DEFAULT_TIMEOUT_S, gt=0)
+    seed: int = 0
+
+    @field_validator("concurrencies")
+    @classmethod
+    def _positive_concurrency(cls, v: list[int]) -> list[int]:
+        if any(c <= 0 for c in v):
+            raise ValueError("concurrency levels must be > 0")
+        return v
+
+    @field_validator("request_rates")
+    @classmethod
+    def _positive_rate(cls, v: list[float]) -> list[float]:
+        if any(not r > 0 for r in v):
+            raise ValueError("request rates must be > 0 (inf: all at once)")
+        return v
+
+    def levels(self) -> list[LoadLevel]:
+        return sweep_levels(
+            self.concurrencies, self.request_rates, self.burstiness, self.max_concurrency, DEFAULT_CONCURRENCIES
+        )
+
+    def workload_spec(self) -> WorkloadSpec:
+        return WorkloadSpec(
+            model=self.model,
+            kind=self.workload,
+            mode=self.mode,
+            max_tokens=self.max_tokens,
+            ignore_eos=self.ignore_eos,
+            temperature=self.temperature,
+            prompt_words=self.prompt_words,
+            image_size_px=self.image_size_px,
+            seed=self.seed,
+        )
+
+    def request_budget(self, level: LoadLevel) -> int | None:
+        """Requests to send at `level`; None in duration mode (send until the time is up)."""
+        if self.duration_s is not None:
+            return None
+        if self.requests_per_level is not None:
+            return self.requests_per_level
+        if level.kind == "concurrency":
+            return max(MIN_REQUESTS_PER_LEVEL, REQUESTS_PER_SLOT * (level.concurrency or 1))
+        if level.request_rate == math.inf:
+            return max(MIN_REQUESTS_PER_LEVEL, REQUESTS_PER_SLOT * (level.max_concurrency or 1))
+        return max(MIN_REQUESTS_PER_LEVEL, math.ceil((level.request_rate or 0) * DEFAULT_RATE_LEVEL_S))
+
+
+@dataclass
+class BenchProgress:
+    """A snapshot for live displays. `total` is None in duration mode (see `elapsed_s`)."""
+
+    phase: Literal["warmup", "load", "tokenize", "done"]
+    level_index: int  # 0-based; -1 during warm-up
+    levels: int
+    label: str
+    done: int
+    failed: int
+    total: int | None
+    elapsed_s: float
+    duration_s: float | None
+
+
+ProgressCallback = Callable[[BenchProgress], None]
+
+
+class _Run:
+    """State shared by the levels of one run: session, request pool, progress throttle."""
+
+    def __init__(self, config: BenchConfig, on_progress: ProgressCallback | None, levels: list[LoadLevel]) -> None:
+        from r4b_deploy.checks.smoke import redact_url
+        from r4b_deploy.client.aio import auth_headers
+
+        self.config = config
+        self.shown_url = redact_url(config.base_url)  # for messages and the report: no user:password@
+        self.api_key = config.api_key.get_secret_value() if config.api_key else None
+        self.headers = auth_headers(self.api_key)
+        self.pool: list[PreparedRequest] = prepare_requests(config.workload_spec())
+        self.levels = levels
+        self.on_progress = on_progress
+        self.clock_zero = time.perf_counter()
+        self.session: aiohttp.ClientSession | None = None
+        self._last_progress = 0.0
+        self.next_index = 0  # the pool entry the next request uses (continues across levels)
+
+    def progress(self, snapshot: BenchProgress, force: bool = False) -> None:
+        if self.on_progress is None:
+            return
+        now = time.perf_counter()
+        if force or now - self._last_progress >= PROGRESS_INTERVAL_S:
+            self._last_progress = now
+            self.on_progress(snapshot)
+
+    def take_request(self) -> PreparedRequest:
+        req = self.pool[self.next_index % len(self.pool)]
+        self.next_index += 1
+        return req
+
+    async def send(self, req: PreparedRequest) -> ChatOutcome:
+        from r4b_deploy.client.aio import stream_chat_outcome
+
+        assert self.session is not None
+        return await stream_chat_outcome(
+            self.session,
+            self.config.base_url,
+            req.body,
+            self.api_key,
+            self.config.timeout_s,
+            workload=req.workload,
+            mode=req.mode,
+            clock_zero_s=self.clock_zero,
+            headers=self.headers,
+        )
+
+
+def run_bench(config: BenchConfig, on_progress: ProgressCallback | None = None) -> BenchReport:
+    """Run the whole sweep against a live endpoint and return the report (metrics per level).
+
+    Raises EnvironmentProblem (nothing listening, key rejected, every warm-up request failed)
+    and UsageError (a model the server does not serve, an impossible level).
+    """
+    levels = config.levels()
+    if not levels:
+        raise UsageError("no load level left to run", fix="lower the concurrency levels or raise --max-concurrency")
+    if config.duration_s is not None:
+        for level in levels:
+            if level.kind == "rate" and level.request_rate == math.inf:
+                raise UsageError(
+                    "an infinite request rate needs a request count, not a duration",
+                    fix="pass --requests N, or a finite --request-rate",
+                )
+    return asyncio.run(_run(config, on_progress, levels))
+
+
+async def _run(config: BenchConfig, on_progress: ProgressCallback | None, levels: list[LoadLevel]) -> BenchReport:
+    from r4b_deploy.client.aio import open_session
+
+    run = _Run(config, on_progress, levels)
+    bounded = [lv.in_flight_limit for lv in levels if lv.in_flight_limit is not None]
+    # The pool holds as many connections as any level keeps in flight (unbounded open loop: no cap).
+    max_connections = max([*bounded, config.warmup_requests]) if len(bounded) == len(levels) else None
+    date = datetime.now().strftime(DATE_FORMAT)
+    warnings: list[str] = []
+    async with open_session(max_connections, config.timeout_s) as session:
+        run.session = session
+        warnings += await _preflight(run)
+        warmup_failed = await _warmup(run)
+        results = []
+        for index, level in enumerate(levels):
+            results.append(await _run_level(run, index, level))
+    for result in results:
+        warnings += _level_warnings(result)
+    if warmup_failed:
+        warnings.append(f"{warmup_failed} of {config.warmup_requests} warm-up requests failed")
+    return BenchReport(
+        date=date,
+        base_url=run.shown_url,
+        model_id=config.model,
+        workload=config.workload,
+        mode=config.mode,
+        max_tokens=config.max_tokens,
+        ignore_eos=config.ignore_eos,
+        seed=config.seed,
+        timeout_s=config.timeout_s,
+        warmup_requests=config.warmup_requests,
+        warmup_failed=warmup_failed,
+        levels=results,
+        warnings=warnings,
+    )
+
+
+async def _preflight(run: _Run) -> list[str]:
+    """GET /v1/models: fail fast, in one line, on what no load level could change."""
+    from r4b_deploy.client.aio import probe_models
+
+    cfg = run.config
+    assert run.session is not None
+    probe = await probe_models(run.session, cfg.base_url, run.api_key, cfg.timeout_s)
+    if probe.ok:
+        if probe.models is not None and cfg.model not in probe.models:
+            served = ", ".join(probe.models) or "none"
+            raise UsageError(
+                f"model {cfg.model!r} is not served at {run.shown_url} (it serves: {served})",
+                fix=f"pass --model {probe.models[0]}" if probe.models else "check the server's --served-model-name",
+            )
+        return []
+    _raise_fatal(run, probe.error_kind, probe.error, during="GET /v1/models")
+    # A server with no /v1/models, or one failing it (5xx, 429): the load levels will measure it.
+    return [f"pre-flight GET /v1/models failed ({probe.error}); the run went on"]
+
+
+def _raise_fatal(run: _Run, kind: str | None, error: str, during: str) -> None:
+    url = run.shown_url
+    if kind == "connection":
+        raise EnvironmentProblem(
+            f"nothing answers at {url}: {error}",
+            fix="start the server (r4b-deploy up) or pass the right --url",
+        )
+    if kind == "timeout":
+        raise EnvironmentProblem(
+            f"{url} stopped answering ({during}): {error}",
+            fix="check the server (r4b-deploy status / logs), or raise --timeout",
+        )
+    if kind == "http_401":
+        what = "rejected the API key" if run.api_key else "wants an API key and none was given"
+        raise EnvironmentProblem(
+            f"{url} {what} (HTTP 401)",
+            fix="pass --api-key KEY, or --deployment DIR to read the key from the deployment's env file",
+        )
+    if kind == "http_404" and during != "GET /v1/models":
+        raise UsageError(f"{url}: {error}", fix="check --url and --model (the server's --served-model-name)")
+
+
+async def _warmup(run: _Run) -> int:
+    """Send the warm-up requests (not measured); return how many failed."""
+    n = run.config.warmup_requests
+    if n == 0:
+        return 0
+    t0 = time.perf_counter()
+    n_levels = len(run.levels)
+    run.progress(BenchProgress("warmup", -1, n_levels, "warm-up", 0, 0, n, 0.0, None), force=True)
+    outcomes = await asyncio.gather(*(run.send(run.take_request()) for _ in range(n)))
+    failed = [o.record for o in outcomes if not o.record.success]
+    elapsed = time.perf_counter() - t0
+    run.progress(BenchProgress("warmup", -1, n_levels, "warm-up", n, len(failed), n, elapsed, None), force=True)
+    if len(failed) == n:
+        first = failed[0]
+        _raise_fatal(run, first.error_kind, first.error, during="warm-up")
+        raise EnvironmentProblem(
+            f"every warm-up request failed ({n} of {n}); the first: {first.error_kind}: {first.error}",
+            fix="check the server (r4b-deploy smoke, status, logs); --warmup 0 skips this check",
+        )
+    run.next_index = 0  # the measured levels start at the top of the pool
+    return len(failed)
+
+
+async def _run_level(run: _Run, index: int, level: LoadLevel) -> LevelResult:
+    cfg = run.config
+    budget = cfg.request_budget(level)
+    outcomes: list[ChatOutcome] = []
+    counts = {"done": 0, "failed": 0}
+    t_start = time.perf_counter()
+    cpu_start = time.process_time()
+
+    def finished(outcome: ChatOutcome) -> None:
+        outcomes.append(outcome)
+        counts["done"] += 1
+        if not outcome.record.success:
+            counts["failed"] += 1
+        run.progress(
+            BenchProgress(
+                "load",
+                index,
+                len(run.levels),
+                level.label,
+                counts["done"],
+                counts["failed"],
+                budget,
+                time.perf_counter() - t_start,
+                cfg.duration_s,
+            )
+        )
+
+    if level.kind == "concurrency":
+        await _closed_loop(run, level.concurrency or 1, budget, t_start, finished)
+    else:
+        await _open_loop(run, level, budget, t_start, finished)
+    duration_s = time.perf_counter() - t_start
+    cpu_s = time.process_time() - cpu_start
+    run.progress(
+        BenchProgress(
+            "load",
+            index,
+            len(run.levels),
+            level.label,
+            counts["done"],
+            counts["failed"],
+            budget,
+            duration_s,
+            cfg.duration_s,
+        ),
+        force=True,
+    )
+    records, calls = await _count_answers(run, index, level, outcomes)
+    return LevelResult(
+        load=level,
+        label=level.label,
+        metrics=compute_metrics(records, duration_s),
+        client_cpu_s=cpu_s,
+        client_cpu_fraction=cpu_s / duration_s if duration_s > 0 else 0.0,
+        tokenize_calls=calls,
+        records=records,
+    )
+
+
+async def _closed_loop(
+    run: _Run, concurrency: int, budget: int | None, t_start: float, finished: Callable[[ChatOutcome], None]
+) -> None:
+    """N workers; each sends its next request when its last one ends."""
+    deadline = t_start + run.config.duration_s if run.config.duration_s is not None else None
+    sent = 0
+
+    async def worker() -> None:
+        nonlocal sent
+        while True:
+            if budget is not None and sent >= budget:
+                return
+            if deadline is not None and time.perf_counter() >= deadline:
+                return
+            sent += 1
+            finished(await run.send(run.take_request()))
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+
+async def _open_loop(
+    run: _Run, level: LoadLevel, budget: int | None, t_start: float, finished: Callable[[ChatOutcome], None]
+) -> None:
+    """Requests leave on the schedule's clock, whatever the server's speed (capped in flight
+    by `max_concurrency` when set: a request waiting for a slot is sent when one frees)."""
+    cfg = run.config
+    rate = level.request_rate or math.inf
+    if budget is not None:
+        offsets = arrival_offsets_s(rate, level.burstiness, budget, cfg.seed)
+    else:
+        import random
+
+        gaps = interarrival_gaps_s(rate, level.burstiness, random.Random(cfg.seed))
+        offsets, t = [], 0.0
+        while t < (cfg.duration_s or 0):
+            offsets.append(t)
+            t += next(gaps)
+    gate = asyncio.Semaphore(level.max_concurrency) if level.max_concurrency else None
+
+    async def one(req: PreparedRequest) -> None:
+        if gate is None:
+            finished(await run.send(req))
+            return
+        async with gate:
+            outcome = await run.send(req)
+        finished(outcome)
+
+    tasks = []
+    for offset in offsets:
+        delay = t_start + offset - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.ensure_future(one(run.take_request())))
+    await asyncio.gather(*tasks)
+
+
+async def _count_answers(
+    run: _Run, index: int, level: LoadLevel, outcomes: list[ChatOutcome]
+) -> tuple[list[RequestRecord], int]:
+    """After the load phase: count answers that share a reply with reasoning, by /tokenize.
+
+    reasoning tokens = completion tokens − answer tokens. A count that fails leaves both None.
+    """
+    from r4b_deploy.client.aio import count_tokens
+
+    pending = [i for i, o in enumerate(outcomes) if o.answer_text is not None]
+    records = [o.record for o in outcomes]
+    if not pending:
+        return records, 0
+    run.progress(
+        BenchProgress("tokenize", index, len(run.levels), level.label, 0, 0, len(pending), 0.0, None), force=True
+    )
+    assert run.session is not None
+    counts = await count_tokens(
+        run.session,
+        run.config.base_url,
+        run.config.model,
+        [outcomes[i].answer_text for i in pending],
+        run.api_key,
+    )
+    for i, count in zip(pending, counts, strict=True):
+        rec = records[i]
+        if count is not None and rec.output_tokens is not None:
+            answer = min(count, rec.output_tokens)
+            records[i] = rec.model_copy(
+                update={"answer_tokens": answer, "reasoning_tokens": rec.output_tokens - answer}
+            )
+    return records, len(pending)
+
+
+def _level_warnings(result: LevelResult) -> list[str]:
+    m = result.metrics
+    out: list[str] = []
+    if result.client_cpu_fraction > CLIENT_CPU_WARN_FRACTION:
+        out.append(
+            f"{result.label}: the client used {result.client_cpu_fraction:.0%} of a core; "
+            "the load generator may have limited these figures"
+        )
+    if m.missing_usage:
+        out.append(
+            f"{result.label}: {m.missing_usage} replies carried no usage, so their tokens are not counted "
+            "(the server ignored stream_options.include_usage)"
+        )
+    unknown = sum(mm.split_unknown for mm in m.modes.values()) - m.missing_usage
+    if unknown > 0:
+        out.append(f"{result.label}: {unknown} answers could not be counted apart from reasoning (/tokenize failed)")
+    return out
