@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 
 import click
 
+from r4b_deploy.cli.endpoint import endpoint_options, resolve_endpoint
+
 if TYPE_CHECKING:
     from r4b_deploy.bench.report import BenchReport
     from r4b_deploy.bench.runner import BenchConfig, BenchProgress
@@ -50,22 +52,7 @@ def _split_numbers(values: tuple[str, ...], kind: type, option: str) -> list:
 
 
 @click.command("bench")
-@click.option("--url", help="The endpoint, e.g. http://127.0.0.1:8000 (default: the --deployment's URL).")
-@click.option(
-    "--deployment",
-    "deployment_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="A folder written by `r4b-deploy render`: its URL, served name, API key and max_num_seqs.",
-)
-@click.option(
-    "--api-key",
-    envvar="VLLM_API_KEY",
-    show_envvar=True,
-    help="API key (prefer the env var or --deployment: options show up in `ps`).",
-)
-@click.option(
-    "--env-file", type=click.Path(dir_okay=False, path_type=Path), help="Read VLLM_API_KEY from this KEY=VALUE file."
-)
+@endpoint_options
 @click.option("--model", "model", help="Served model name (default: the deployment's, else r4b).")
 @click.option(
     "--concurrency",
@@ -179,18 +166,11 @@ def command(
     from r4b_deploy.bench.slo import ERROR_RATE_METRIC, evaluate_slos, parse_slo, violations_line
     from r4b_deploy.errors import CheckFailed, UsageError
 
-    if env_file is not None and deployment_dir is not None:
-        raise UsageError("--env-file and --deployment exclude each other", fix="give one of them")
     if requests_per_level is not None and duration_s is not None:
         raise UsageError("--requests and --duration exclude each other", fix="give one of them")
     gates = [parse_slo(s) for s in slos]  # a bad gate is a usage error before any load is sent
-    if deployment_dir is not None:
-        url, model, api_key, plan_cap = _from_deployment(deployment_dir, url, model, api_key)
-        max_concurrency = max_concurrency or plan_cap
-    elif env_file is not None:
-        api_key = _key_from_env_file(env_file)
-    if not url:
-        raise UsageError("no endpoint given", fix="pass --url http://HOST:PORT or --deployment DIR")
+    url, model, api_key, plan_cap = resolve_endpoint(url, model, api_key, env_file, deployment_dir)
+    max_concurrency = max_concurrency or plan_cap
     if out_dir is not None:
         from r4b_deploy.bench.writers import CHART_NAME, JSON_NAME, MARKDOWN_NAME
 
@@ -238,36 +218,6 @@ def command(
                 else "the table above has every level's figures"
             ),
         )
-
-
-def _from_deployment(
-    deployment_dir: Path, url: str | None, model: str | None, api_key: str | None
-) -> tuple[str, str, str | None, int]:
-    from r4b_deploy.render.deployment import load_deployment, read_env_file
-    from r4b_deploy.render.env import API_KEY_VAR
-
-    deployment = load_deployment(deployment_dir)
-    key = api_key or read_env_file(deployment_dir).get(API_KEY_VAR)
-    return (
-        url or deployment.url,
-        model or deployment.served_model_name,
-        key,
-        deployment.plan.vllm.max_num_seqs,
-    )
-
-
-def _key_from_env_file(path: Path) -> str:
-    from r4b_deploy.errors import UsageError
-    from r4b_deploy.render.env import API_KEY_VAR, parse_env_text
-
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror}", fix="check the path and its permissions") from None
-    key = parse_env_text(text, str(path)).get(API_KEY_VAR)
-    if not key:
-        raise UsageError(f"{path} has no {API_KEY_VAR}", fix="use the env file `r4b-deploy render` wrote")
-    return key
 
 
 def _write(

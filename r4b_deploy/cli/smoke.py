@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 
 import click
 
+from r4b_deploy.cli.endpoint import endpoint_options, resolve_endpoint
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -31,7 +33,7 @@ def _mode_choices() -> list[str]:
 
 
 @click.command("smoke")
-@click.option("--url", help="The endpoint, e.g. http://127.0.0.1:8000 (default: the --deployment's URL).")
+@endpoint_options
 @click.option("--model", "served_model_name", help="Served model name (default: the deployment's, else r4b).")
 @click.option(
     "--mode",
@@ -46,21 +48,6 @@ def _mode_choices() -> list[str]:
     default=60.0,
     show_default=True,
     help="Seconds each request may take, streams included.",
-)
-@click.option(
-    "--api-key",
-    envvar="VLLM_API_KEY",
-    show_envvar=True,
-    help="API key (prefer the env var or --deployment: options show up in `ps`).",
-)
-@click.option(
-    "--env-file", type=click.Path(dir_okay=False, path_type=Path), help="Read VLLM_API_KEY from this KEY=VALUE file."
-)
-@click.option(
-    "--deployment",
-    "deployment_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="A folder written by `r4b-deploy render`: its URL, served name and API key.",
 )
 @click.option(
     "--protocol-only",
@@ -90,16 +77,9 @@ def command(
     from pydantic import SecretStr
 
     from r4b_deploy.checks.smoke import SmokeConfig, run_smoke
-    from r4b_deploy.errors import CheckFailed, UsageError
+    from r4b_deploy.errors import CheckFailed
 
-    if env_file is not None and deployment_dir is not None:
-        raise UsageError("--env-file and --deployment exclude each other", fix="give one of them")
-    if deployment_dir is not None:
-        url, served_model_name, api_key = _from_deployment(deployment_dir, url, served_model_name, api_key)
-    elif env_file is not None:
-        api_key = _key_from_env_file(env_file)
-    if not url:
-        raise UsageError("no endpoint given", fix="pass --url http://HOST:PORT or --deployment DIR")
+    url, served_model_name, api_key, _ = resolve_endpoint(url, served_model_name, api_key, env_file, deployment_dir)
 
     options: dict = {"url": url, "timeout_s": timeout_s, "protocol_only": protocol_only}
     if served_model_name:
@@ -135,31 +115,6 @@ def command(
                 else "the table gives each check's reason"
             ),
         )
-
-
-def _from_deployment(
-    deployment_dir: Path, url: str | None, served_model_name: str | None, api_key: str | None
-) -> tuple[str | None, str | None, str | None]:
-    from r4b_deploy.render.deployment import load_deployment, read_env_file
-    from r4b_deploy.render.env import API_KEY_VAR
-
-    deployment = load_deployment(deployment_dir)
-    key = api_key or read_env_file(deployment_dir).get(API_KEY_VAR)
-    return url or deployment.url, served_model_name or deployment.served_model_name, key
-
-
-def _key_from_env_file(path: Path) -> str | None:
-    from r4b_deploy.errors import UsageError
-    from r4b_deploy.render.env import API_KEY_VAR, parse_env_text
-
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror}", fix="check the path and its permissions") from None
-    key = parse_env_text(text, str(path)).get(API_KEY_VAR)
-    if not key:
-        raise UsageError(f"{path} has no {API_KEY_VAR}", fix="use the env file `r4b-deploy render` wrote")
-    return key
 
 
 def _run_with_table(config: SmokeConfig, run_smoke: Callable[..., SmokeReport], *, stderr: bool) -> SmokeReport:
