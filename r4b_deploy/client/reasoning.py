@@ -56,6 +56,8 @@ class ReasoningSplit(BaseModel):
 
 def _partial_suffix(text: str, tag: str) -> int:
     """Length of the longest end of `text` that is a proper start of `tag` (a tag cut by a chunk)."""
+    if tag[0] not in text[-(len(tag) - 1) :]:
+        return 0  # fast path: the common delta has no tag start near its end
     for n in range(min(len(text), len(tag) - 1), 0, -1):
         if text.endswith(tag[:n]):
             return n
