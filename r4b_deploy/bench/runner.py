@@ -321,24 +321,19 @@ async def _run_level(run: _Run, index: int, level: LoadLevel) -> LevelResult:
     t_start = time.perf_counter()
     cpu_start = time.process_time()
 
+    def report_load(elapsed_s: float, force: bool = False) -> None:
+        progress = BenchProgress(
+            "load", index, len(run.levels), level.label, counts["done"], counts["failed"], budget, elapsed_s,
+            cfg.duration_s,
+        )  # fmt: skip
+        run.progress(progress, force=force)
+
     def finished(outcome: ChatOutcome) -> None:
         outcomes.append(outcome)
         counts["done"] += 1
         if not outcome.record.success:
             counts["failed"] += 1
-        run.progress(
-            BenchProgress(
-                "load",
-                index,
-                len(run.levels),
-                level.label,
-                counts["done"],
-                counts["failed"],
-                budget,
-                time.perf_counter() - t_start,
-                cfg.duration_s,
-            )
-        )
+        report_load(time.perf_counter() - t_start)
 
     if level.kind == "concurrency":
         await _closed_loop(run, level.concurrency or 1, budget, t_start, finished)
@@ -346,20 +341,7 @@ async def _run_level(run: _Run, index: int, level: LoadLevel) -> LevelResult:
         await _open_loop(run, level, budget, t_start, finished)
     duration_s = time.perf_counter() - t_start
     cpu_s = time.process_time() - cpu_start
-    run.progress(
-        BenchProgress(
-            "load",
-            index,
-            len(run.levels),
-            level.label,
-            counts["done"],
-            counts["failed"],
-            budget,
-            duration_s,
-            cfg.duration_s,
-        ),
-        force=True,
-    )
+    report_load(duration_s, force=True)
     records, calls = await _count_answers(run, index, level, outcomes)
     return LevelResult(
         load=level,

@@ -13,7 +13,13 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
-from r4b_deploy.client.reasoning import ReasoningSplit, StreamSplitter, split_reasoning, think_open_at_start
+from r4b_deploy.client.reasoning import (
+    REASONING_FIELDS,
+    ReasoningSplit,
+    StreamSplitter,
+    split_reasoning,
+    think_open_at_start,
+)
 from r4b_deploy.client.records import ErrorKind
 from r4b_deploy.client.sse import SSEParser
 from r4b_deploy.errors import ExitCode, R4BError
@@ -354,7 +360,7 @@ class EndpointClient:
         message = choice.get("message")
         if not isinstance(message, dict):
             raise ClientError("protocol", f"{CHAT_PATH} answered 200 with no message in choices[0]")
-        field = next((name for name in ("reasoning", "reasoning_content") if message.get(name)), None)
+        field = next((name for name in REASONING_FIELDS if message.get(name)), None)
         finish = choice.get("finish_reason")
         split = split_reasoning(
             message.get("content"),
