@@ -12,7 +12,7 @@ from r4b_deploy.cli.options import plan_request_from, planning_options
 from r4b_deploy.errors import UsageError
 
 
-def _ulimits(values: tuple[str, ...]) -> dict[str, int]:
+def parse_ulimits(values: tuple[str, ...]) -> dict[str, int]:
     limits: dict[str, int] = {}
     for item in values:
         name, sep, limit = item.partition("=")
@@ -123,7 +123,7 @@ def command(
         extra_vllm_args=list(extra_vllm_args) or None,
         shm_size_bytes=shm_size_bytes,
         ipc_host=ipc_host,
-        ulimits=_ulimits(ulimits) or None,
+        ulimits=parse_ulimits(ulimits) or None,
     )
     plan = make_plan(plan_request_from(**planning))
     deployment = write_deployment(plan, options, out_dir, force=force)

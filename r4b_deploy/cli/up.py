@@ -26,18 +26,6 @@ PLAIN_HEALTH_EVERY_S = 10.0  # without a terminal, a health-wait line this often
 _NOT_FROM_RENDER = {"out_dir", "force", "as_json", *PLANNING_KEYS}
 
 
-def _ulimits(values: tuple[str, ...]) -> dict[str, int]:
-    from r4b_deploy.errors import UsageError
-
-    limits: dict[str, int] = {}
-    for item in values:
-        name, sep, limit = item.partition("=")
-        if not sep or not limit.lstrip("-").isdigit():
-            raise UsageError(f"--ulimit: expected NAME=VALUE such as nofile=65536, got {item!r}")
-        limits[name] = int(limit)
-    return limits
-
-
 class _Display:
     """Turns UpEvents into output on stderr: a rich live area on a terminal, plain lines otherwise."""
 
@@ -172,13 +160,13 @@ def command(
     **values: Any,
 ) -> None:
     """Plan, render, build, launch, wait for health, smoke and bench, in one go."""
-    from r4b_deploy.cli.render import render_options_from
+    from r4b_deploy.cli.render import parse_ulimits, render_options_from
     from r4b_deploy.errors import CheckFailed
     from r4b_deploy.pipeline import run_up
 
     request = plan_request_from(values)  # pops the planning keys; the render options remain
     values["extra_vllm_args"] = list(values.get("extra_vllm_args") or ()) or None
-    values["ulimits"] = _ulimits(values.get("ulimits") or ()) or None
+    values["ulimits"] = parse_ulimits(values.get("ulimits") or ()) or None
     options = render_options_from(**values)
 
     with _Display() as display:
