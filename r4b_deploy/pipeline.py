@@ -13,6 +13,7 @@ benchmark stays up (the report says what failed; `r4b-deploy down` stops it).
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -112,7 +113,27 @@ class UpReport(BaseModel):
         return self.smoke_ok is not False and self.bench_error is None
 
 
+# Set by the CLI's SIGINT handler. A KeyboardInterrupt that lands inside a destructor (an HTTP
+# response closed by the garbage collector, say) is printed and swallowed by Python; the long
+# waits re-check this flag so one Ctrl-C always stops `up` and cleans up.
+_interrupt_requested = threading.Event()
+
+
+def request_interrupt() -> None:
+    _interrupt_requested.set()
+
+
+def clear_interrupt() -> None:
+    _interrupt_requested.clear()
+
+
+def _raise_if_interrupted() -> None:
+    if _interrupt_requested.is_set():
+        raise KeyboardInterrupt
+
+
 def _emit(on_event: EventCallback | None, event: UpEvent) -> None:
+    _raise_if_interrupted()
     if on_event is not None:
         on_event(event)
 
@@ -247,6 +268,7 @@ def _wait_healthy(runtime: Runtime, folder: Path, url: str, timeout_s: float, on
     last_tail = {"at": -LIVE_TAIL_EVERY_S, "text": ""}
 
     def on_tick(elapsed_s: float) -> None:
+        _raise_if_interrupted()
         if on_event is None:
             return
         if elapsed_s - last_tail["at"] >= LIVE_TAIL_EVERY_S:

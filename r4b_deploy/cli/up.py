@@ -9,6 +9,8 @@ is never printed: the summary says which file holds it.
 from __future__ import annotations
 
 import collections
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -116,6 +118,30 @@ class _Display:
             self.current = f"bench {p.phase} {p.label}: {p.done}{total} requests ({p.failed} failed)"
 
 
+@contextlib.contextmanager
+def _interrupt_flag() -> Iterator[None]:
+    """Ctrl-C raises KeyboardInterrupt as usual and also sets the pipeline's flag, which its waits
+    re-check (an interrupt swallowed inside a destructor must not leave `up` waiting)."""
+    import signal
+
+    from r4b_deploy.pipeline import clear_interrupt, request_interrupt
+
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield  # SIGINT ignored or handled by someone else: leave it so
+        return
+
+    def on_sigint(signum: int, frame: object) -> None:
+        request_interrupt()
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        clear_interrupt()
+
+
 @click.command("up")
 @click.option(
     "--out",
@@ -169,7 +195,7 @@ def command(
     values["ulimits"] = parse_ulimits(values.get("ulimits") or ()) or None
     options = render_options_from(**values)
 
-    with _Display() as display:
+    with _Display() as display, _interrupt_flag():
         report = run_up(
             request,
             options,

@@ -206,3 +206,20 @@ def test_a_failure_after_health_stops_the_server(tmp_path: Path) -> None:
             on_event=vanish_once_healthy,
         )
     assert rt.stops == 1
+
+
+def test_a_requested_interrupt_stops_the_next_wait_tick_even_if_the_first_was_swallowed() -> None:
+    """The SIGINT handler sets a flag the long waits re-check: a KeyboardInterrupt that Python
+    swallowed inside a destructor still stops `up` at the next health tick or event."""
+    from r4b_deploy import pipeline
+
+    events: list[object] = []
+    pipeline.request_interrupt()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            pipeline._emit(events.append, pipeline.UpEvent("health", "tick", elapsed_s=1.0))
+        assert events == []
+    finally:
+        pipeline.clear_interrupt()
+    pipeline._emit(events.append, pipeline.UpEvent("health", "tick", elapsed_s=2.0))
+    assert len(events) == 1
