@@ -77,8 +77,9 @@ def print_plan(plan: Plan) -> None:
         out.print("GPUs: none (CPU rehearsal)")
 
     if plan.tiers:
+        # Each tier's full verdict is in "Why" below; the table stays narrow enough for 80 columns.
         tiers = Table(title="Profiles", title_justify="left")
-        for column in ("", "profile", "GPUs × min GB", "fits", "context", "KV tokens", "note"):
+        for column in ("", "profile", "GPUs × min GB", "fits", "context", "KV tokens"):
             tiers.add_column(column)
         for t in plan.tiers:
             tiers.add_row(
@@ -88,7 +89,6 @@ def print_plan(plan: Plan) -> None:
                 _fit_label(t.meets_minimum and t.fits, t.chosen),
                 f"{t.max_model_len:,}",
                 f"{t.kv_tokens:,}" if t.kv_tokens else "-",
-                t.note,
             )
         out.print(tiers)
 
