@@ -36,15 +36,25 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from r4b_deploy.client.http import CHAT_PATH, DONE_MARKER, MODELS_PATH, TOKENIZE_PATH, normalize_base_url
+from r4b_deploy.client.http import normalize_base_url
 from r4b_deploy.client.reasoning import StreamSplitter, think_open_at_start
 from r4b_deploy.client.records import ErrorKind, RequestRecord
 from r4b_deploy.client.sse import SSEEvent, SSEParser
+from r4b_deploy.client.wire import (
+    CHAT_PATH,
+    DONE_MARKER,
+    MODELS_PATH,
+    TOKENIZE_PATH,
+    StreamEventError,
+    one_line,
+    parse_stream_event,
+    server_error_message,
+    status_error_kind,
+)
 
 if TYPE_CHECKING:
     import aiohttp
 
-ERROR_TEXT_MAX_CHARS = 200
 ERROR_BODY_MAX_BYTES = 65536  # of an error reply read for its message
 TOKENIZE_CONCURRENCY = 8  # parallel /tokenize calls after a load phase
 _TEXT_FIELDS = ("content", "reasoning", "reasoning_content")
@@ -74,44 +84,6 @@ class ProbeResult:
     error: str = ""
 
 
-def _one_line(text: str, limit: int = ERROR_TEXT_MAX_CHARS) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _server_message(raw: bytes) -> str:
-    """The message of an OpenAI-style error body, or the start of the raw body."""
-    text = raw.decode("utf-8", "replace")
-    try:
-        body = json.loads(text)
-    except ValueError:
-        return _one_line(text)
-    if isinstance(body, dict):
-        err = body.get("error")
-        if isinstance(err, dict) and err.get("message"):
-            return _one_line(str(err["message"]))
-        if isinstance(err, str):
-            return _one_line(err)
-        for key in ("message", "detail"):
-            if body.get(key):
-                return _one_line(str(body[key]))
-    return _one_line(text)
-
-
-def status_error_kind(status: int) -> ErrorKind:
-    if status == 401:
-        return "http_401"
-    if status == 404:
-        return "http_404"
-    if status == 429:
-        return "http_429"
-    if status >= 500:
-        return "http_5xx"
-    if status >= 400:
-        return "http_4xx"
-    return "protocol"
-
-
 def _transport_error(exc: BaseException, streaming: bool) -> tuple[ErrorKind, str]:
     """Classify an aiohttp/OS exception; `streaming`: the 200 headers had arrived."""
     import aiohttp
@@ -119,14 +91,14 @@ def _transport_error(exc: BaseException, streaming: bool) -> tuple[ErrorKind, st
     if isinstance(exc, asyncio.TimeoutError | TimeoutError):  # aiohttp's timeouts subclass it
         return "timeout", "timeout: no data within the request timeout" + (" (mid-stream)" if streaming else "")
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return "connection", f"connection failed: {_one_line(str(exc.os_error) or str(exc))}"
+        return "connection", f"connection failed: {one_line(str(exc.os_error) or str(exc))}"
     if streaming or isinstance(exc, aiohttp.ClientPayloadError):
-        return "stream", f"stream broken: {type(exc).__name__}: {_one_line(str(exc))}"
+        return "stream", f"stream broken: {type(exc).__name__}: {one_line(str(exc))}"
     if isinstance(exc, aiohttp.ClientResponseError):  # e.g. a reply that is not HTTP at all
-        return "protocol", f"bad HTTP reply: {_one_line(exc.message)}"
+        return "protocol", f"bad HTTP reply: {one_line(exc.message)}"
     if isinstance(exc, aiohttp.ClientError | OSError):
-        return "connection", f"connection failed: {type(exc).__name__}: {_one_line(str(exc))}"
-    return "protocol", f"{type(exc).__name__}: {_one_line(str(exc))}"
+        return "connection", f"connection failed: {type(exc).__name__}: {one_line(str(exc))}"
+    return "protocol", f"{type(exc).__name__}: {one_line(str(exc))}"
 
 
 def open_session(max_connections: int | None, timeout_s: float) -> aiohttp.ClientSession:
@@ -196,8 +168,8 @@ async def stream_chat_outcome(
             status = resp.status
             if status != 200:
                 raw = await resp.content.read(ERROR_BODY_MAX_BYTES)
-                kind = status_error_kind(status)
-                return _failed(state, kind, f"HTTP {status}: {_server_message(raw)}", status, workload, mode, start_s)
+                message = f"HTTP {status}: {server_error_message(raw)}"
+                return _failed(state, status_error_kind(status), message, status, workload, mode, start_s)
             if "text/event-stream" not in resp.headers.get("Content-Type", ""):
                 ctype = resp.headers.get("Content-Type") or "none"
                 return _failed(
@@ -311,17 +283,9 @@ class _Stream:
                 self.done = True
                 break
             try:
-                obj = json.loads(data)
-            except ValueError:
-                self.error = f"malformed SSE: event data is not JSON: {_one_line(data, 60)!r}"
-                return
-            if not isinstance(obj, dict):
-                self.error = f"malformed SSE: event data is not a JSON object: {_one_line(data, 60)!r}"
-                return
-            if "error" in obj:
-                err = obj["error"]
-                msg = err.get("message") if isinstance(err, dict) else err
-                self.error = f"error event in the stream: {_one_line(str(msg))}"
+                obj = parse_stream_event(data)
+            except StreamEventError as exc:
+                self.error = str(exc)
                 return
             choices = obj.get("choices")
             if choices:
@@ -400,7 +364,7 @@ async def probe_models(
                     ok=False,
                     status_code=resp.status,
                     error_kind=status_error_kind(resp.status),
-                    error=f"HTTP {resp.status}: {_server_message(raw)}",
+                    error=f"HTTP {resp.status}: {server_error_message(raw)}",
                 )
     except Exception as exc:
         kind, message = _transport_error(exc, streaming=False)

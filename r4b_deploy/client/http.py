@@ -7,7 +7,6 @@ traceback. Every request is bounded by `timeout_s`, a server that stops mid-stre
 
 from __future__ import annotations
 
-import json
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +21,16 @@ from r4b_deploy.client.reasoning import (
 )
 from r4b_deploy.client.records import ErrorKind
 from r4b_deploy.client.sse import SSEParser
+from r4b_deploy.client.wire import (
+    CHAT_PATH,
+    DONE_MARKER,
+    HEALTH_PATH,
+    MODELS_PATH,
+    TOKENIZE_PATH,
+    StreamEventError,
+    parse_stream_event,
+    server_error_message,
+)
 from r4b_deploy.errors import ExitCode, R4BError
 from r4b_deploy.spec import model_spec
 
@@ -31,12 +40,6 @@ if TYPE_CHECKING:
 DEFAULT_TIMEOUT_S = 60.0
 DEFAULT_SERVED_MODEL_NAME = "r4b"
 STREAM_READ_SIZE_BYTES = 65536
-ERROR_TEXT_MAX_CHARS = 200  # how much of a server's error body a message quotes
-DONE_MARKER = "[DONE]"
-CHAT_PATH = "/v1/chat/completions"
-MODELS_PATH = "/v1/models"
-HEALTH_PATH = "/health"
-TOKENIZE_PATH = "/tokenize"
 
 
 class ClientError(R4BError):
@@ -91,30 +94,6 @@ def _is_loopback(url: str) -> bool:
         return False
 
 
-def _one_line(text: str, limit: int = ERROR_TEXT_MAX_CHARS) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _server_message(resp: requests.Response) -> str:
-    """The error text of an OpenAI-style error body ({"error": {...}} or {"message": ...}), or the raw body."""
-    try:
-        body = resp.json()
-    except ValueError:
-        return _one_line(resp.text or "")
-    if isinstance(body, dict):
-        err = body.get("error")
-        if isinstance(err, dict) and err.get("message"):
-            return _one_line(str(err["message"]))
-        if isinstance(err, str):
-            return _one_line(err)
-        if body.get("message"):
-            return _one_line(str(body["message"]))
-        if body.get("detail"):
-            return _one_line(str(body["detail"]))
-    return _one_line(json.dumps(body))
-
-
 def _root_os_error(exc: BaseException) -> BaseException | None:
     """Walk requests/urllib3 wrappers down to the socket error that caused them."""
     seen: set[int] = set()
@@ -152,7 +131,7 @@ def _is_read_timeout(exc: BaseException) -> bool:
 
 def _status_error(resp: requests.Response, has_key: bool, served_model_name: str) -> ClientError:
     code = resp.status_code
-    text = _server_message(resp)
+    text = server_error_message(resp.text or "")
     if code == 401:
         if has_key:
             return ClientError(
@@ -496,15 +475,9 @@ class _StreamState:
             self.done = True
             return
         try:
-            obj = json.loads(data)
-        except ValueError:
-            raise ClientError("stream", f"malformed SSE: event data is not JSON: {_one_line(data, 60)!r}") from None
-        if not isinstance(obj, dict):
-            raise ClientError("stream", f"malformed SSE: event data is not a JSON object: {_one_line(data, 60)!r}")
-        if "error" in obj:
-            err = obj["error"]
-            msg = err.get("message") if isinstance(err, dict) else err
-            raise ClientError("stream", f"error event in the stream: {_one_line(str(msg))}")
+            obj = parse_stream_event(data)
+        except StreamEventError as exc:
+            raise ClientError("stream", str(exc)) from None
         now = time.perf_counter()
         self.model = self.model or obj.get("model")
         for choice in obj.get("choices") or ():

@@ -12,9 +12,9 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 
+from r4b_deploy.client.wire import HEALTH_PATH
 from r4b_deploy.errors import LaunchError
 
-HEALTH_PATH = "/health"
 PROBE_TIMEOUT_S = 5.0  # one request; a healthy server answers in milliseconds
 DEFAULT_POLL_S = 0.5
 
