@@ -96,6 +96,31 @@ def _fresh_staging(target: Path) -> Path:
     return staging
 
 
+def _build_once(
+    target: Path,
+    is_complete: Callable[[Path], bool],
+    build: Callable[[Path, Path], dict[str, object]],
+) -> Path:
+    """Unless `target` is complete: under its lock, `build(staging, log_path)` into a fresh staging
+    folder, stamp it with what build returns, and rename it into place (all or nothing)."""
+    if is_complete(target):
+        return target
+    with _locked(target):
+        if is_complete(target):
+            return target
+        staging = _fresh_staging(target)
+        log_path = target.with_name(target.name + ".log")
+        log_path.write_text("")
+        try:
+            stamp = build(staging, log_path)
+            _write_stamp(staging / STAMP_NAME, stamp)
+            shutil.rmtree(target, ignore_errors=True)
+            staging.rename(target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
 def _read_stamp(stamp: Path) -> dict[str, object] | None:
     try:
         return json.loads(stamp.read_text())
@@ -212,31 +237,21 @@ def ensure_wheelhouse(cache_dir: Path | None = None, on_progress: ProgressCallba
     rehearsal's build context read it. Built in a temp folder and renamed, so it is all or nothing."""
     profile = rehearsal_profile()
     target = wheelhouse_dir(cache_dir)
-    if _complete_wheelhouse(target):
-        return target
-    with _locked(target):
-        if _complete_wheelhouse(target):
-            return target
+
+    def download(staging: Path, log_path: Path) -> dict[str, object]:
         python = find_python()
-        staging = _fresh_staging(target)
-        log_path = target.with_name(target.name + ".log")
-        log_path.write_text("")
         if on_progress:
             on_progress(f"downloading {len(profile.packages)} pinned packages and their dependencies to {target}")
-        try:
-            _run_logged(
-                [python, "-m", "pip", "download", "--only-binary=:all:", "-d", str(staging), *profile.packages],
-                log_path,
-                PIP_TIMEOUT_S,
-                "downloading the wheelhouse (pip download)",
-                _PIP_FIX,
-            )
-            _write_stamp(staging / STAMP_NAME, {"packages": profile.packages, "created": time.time()})
-            shutil.rmtree(target, ignore_errors=True)
-            staging.rename(target)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-        return target
+        _run_logged(
+            [python, "-m", "pip", "download", "--only-binary=:all:", "-d", str(staging), *profile.packages],
+            log_path,
+            PIP_TIMEOUT_S,
+            "downloading the wheelhouse (pip download)",
+            _PIP_FIX,
+        )
+        return {"packages": profile.packages, "created": time.time()}
+
+    return _build_once(target, _complete_wheelhouse, download)
 
 
 def _available_wheelhouse(cache_dir: Path | None) -> Path | None:
@@ -384,28 +399,18 @@ def ensure_tiny_model(venv: Path, out_dir: Path | None = None, on_progress: Prog
     """The tiny random-weight R-4B-architecture model, built by the venv's python (it has torch
     and transformers). Seeded, so every build is identical; built aside and renamed into place."""
     target = out_dir or tiny_model_dir()
-    if (target / STAMP_NAME).is_file():
-        return target
-    with _locked(target):
-        if (target / STAMP_NAME).is_file():
-            return target
-        staging = _fresh_staging(target)
-        log_path = target.with_name(target.name + ".log")
-        log_path.write_text("")
+
+    def build(staging: Path, log_path: Path) -> dict[str, object]:
         if on_progress:
             on_progress(f"building the tiny R-4B model in {target}")
-        try:
-            _run_logged(
-                [str(_venv_python(venv)), str(TINY_MODEL_SCRIPT), str(staging)],
-                log_path,
-                TINY_MODEL_TIMEOUT_S,
-                "building the tiny model (tiny_model.py)",
-                _SCRIPT_FIX,
-                env={**os.environ, **runtime_env()},
-            )
-            _write_stamp(staging / STAMP_NAME, {"builder": _digest(TINY_MODEL_SCRIPT.read_bytes())})
-            shutil.rmtree(target, ignore_errors=True)
-            staging.rename(target)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-        return target
+        _run_logged(
+            [str(_venv_python(venv)), str(TINY_MODEL_SCRIPT), str(staging)],
+            log_path,
+            TINY_MODEL_TIMEOUT_S,
+            "building the tiny model (tiny_model.py)",
+            _SCRIPT_FIX,
+            env={**os.environ, **runtime_env()},
+        )
+        return {"builder": _digest(TINY_MODEL_SCRIPT.read_bytes())}
+
+    return _build_once(target, lambda path: (path / STAMP_NAME).is_file(), build)
