@@ -55,7 +55,7 @@ def print_plan(plan: Plan) -> None:
     title = f"R-4B plan: profile [bold]{plan.profile}[/bold]" + (" (reduced)" if plan.reduced else "")
     out.print(title)
     if plan.profile_description:
-        out.print(f"  {plan.profile_description}")
+        out.print(f"  {plan.profile_description}", markup=False)
 
     if plan.gpus:
         gpus = Table(title=f"GPUs ({plan.inventory_source})", title_justify="left")

@@ -134,6 +134,7 @@ def command(
 
 
 def _print_summary(deployment: Any) -> None:  # Deployment
+    from rich.markup import escape
     from rich.table import Table
 
     from r4b_deploy.cli.output import console
@@ -141,7 +142,7 @@ def _print_summary(deployment: Any) -> None:  # Deployment
     out = console()
     plan = deployment.plan
     kind = "CPU rehearsal" if deployment.rehearsal else f"profile {plan.profile}"
-    out.print(f"Rendered [bold]{deployment.dir}[/bold] ({kind}, image {deployment.image_tag})")
+    out.print(f"Rendered [bold]{escape(str(deployment.dir))}[/bold] ({kind}, image {deployment.image_tag})")
     table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
     table.add_column("file")
     table.add_column("sha256", style="dim")
@@ -153,7 +154,7 @@ def _print_summary(deployment: Any) -> None:  # Deployment
         table.add_row("wheelhouse/", f"{len(deployment.wheels)} wheels")
     out.print(table)
     for warning in plan.warnings:
-        out.print(f"[yellow]warning:[/yellow] {warning}")
+        out.print(f"[yellow]warning:[/yellow] {escape(warning)}")
     out.print("vLLM command (in the container):")
     out.print(f"  {shlex.join(deployment.vllm_command)}", markup=False, soft_wrap=True)
     out.print(f"API key stored in {deployment.env_file} (0600)", markup=False)

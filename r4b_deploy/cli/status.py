@@ -30,11 +30,13 @@ def command(deployment_dir: Path, runtime: str | None, as_json: bool) -> None:
 
         print_json(status)
         return
+    from rich.markup import escape
+
     from r4b_deploy.cli.output import console
 
     out = console()
     style = _STATE_STYLE.get(status.state, "dim")
-    out.print(f"[{style}]{status.state}[/{style}] ({status.runtime}) {folder}", soft_wrap=True)
+    out.print(f"[{style}]{status.state}[/{style}] ({status.runtime}) {escape(str(folder))}", soft_wrap=True)
     rows = [
         ("health", {True: "healthy", False: "not healthy", None: "unknown"}[status.healthy]),
         ("url", status.url or "-"),

@@ -224,6 +224,7 @@ def command(
 
 
 def _print_summary(report: UpReport) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     from r4b_deploy.cli.output import console
@@ -231,7 +232,8 @@ def _print_summary(report: UpReport) -> None:
     out = console()
     out.soft_wrap = True  # long paths and URLs stay on one line, whatever the width
     kind = "CPU rehearsal" if report.rehearsal else f"profile {report.profile}"
-    out.print(f"[bold green]R-4B is up[/bold green] at [bold]{report.url}[/bold] ({kind}, runtime {report.runtime})")
+    url = escape(report.url)  # an IPv6 URL has brackets
+    out.print(f"[bold green]R-4B is up[/bold green] at [bold]{url}[/bold] ({kind}, runtime {report.runtime})")
     out.print(f"  served model name: {report.served_model_name}", markup=False)
     out.print(f"  API key: in {report.api_key_file} (VLLM_API_KEY, mode 0600; send it as a Bearer token)", markup=False)
     if report.healthy_after_s is not None:
@@ -266,9 +268,9 @@ def _print_summary(report: UpReport) -> None:
         out.print(f"  bench ({report.bench}):")
         out.print(table)
     elif report.bench_error:
-        out.print(f"  bench: [bold red]failed[/bold red]: {report.bench_error}")
+        out.print(f"  bench: [bold red]failed[/bold red]: {escape(str(report.bench_error))}")
     for warning in report.warnings:
-        out.print(f"  [yellow]warning:[/yellow] {warning}")
+        out.print(f"  [yellow]warning:[/yellow] {escape(warning)}")
     out.print(f"  report: {report.report_dir}/ ({', '.join(report.files)})", markup=False, soft_wrap=True)
     out.print(f"  stop it: r4b-deploy down --dir {report.deployment_dir}", markup=False, soft_wrap=True)
 
