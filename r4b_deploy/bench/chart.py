@@ -22,7 +22,7 @@ def _matplotlib():
     except ImportError:
         raise EnvironmentProblem(
             "the chart needs matplotlib, which is not installed",
-            fix="pip install 'r4b-deploy[chart]' (or drop --chart)",
+            fix="pip install matplotlib (a dependency of r4b-deploy), or drop --chart",
         ) from None
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
