@@ -6,13 +6,10 @@ A test that needs a real part calls `require(ok, why)`: outside CI it skips sayi
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+from support import REPO_ROOT
 
 pytest_plugins = [
     "fixtures.nvml",
@@ -20,15 +17,6 @@ pytest_plugins = [
     "fixtures.docker_engine",
     "fixtures.servers",
 ]
-
-
-def require(ok: bool, why: str) -> None:
-    """Skip outside CI, fail inside it: no test is skipped silently in CI."""
-    if ok:
-        return
-    if IN_CI:
-        pytest.fail(f"required part missing in CI: {why}", pytrace=False)
-    pytest.skip(why)
 
 
 @pytest.fixture

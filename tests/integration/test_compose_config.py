@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import require
+from support import require
 from unit.render.render_plans import golden_cases
 
 from r4b_deploy.render.deployment import read_env_file, write_deployment

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import require
 from fixtures.nvml import (
     INVENTORY_DRIVER_NOT_LOADED,
     INVENTORY_L4,
@@ -17,6 +16,7 @@ from fixtures.nvml import (
     INVENTORY_NO_DEVICES,
     MIB,
 )
+from support import require
 
 from r4b_deploy.cli.main import main
 from r4b_deploy.errors import EnvironmentProblem, ExitCode

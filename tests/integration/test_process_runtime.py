@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import require
 from fixtures.vllm_server import free_port, render_rehearsal
+from support import require
 
 from r4b_deploy.errors import EnvironmentProblem, LaunchError
 from r4b_deploy.launch.health import wait_healthy

@@ -11,7 +11,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT
+from support import REPO_ROOT
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
