@@ -18,7 +18,8 @@ class ExitCode(IntEnum):
     USAGE = 4  # bad option, bad value, malformed profile or input file
     LAUNCH_FAILED = 5  # build failed, container exited, health timeout
     INTERNAL = 70  # a bug in r4b-deploy: rerun with --debug and report it
-    INTERRUPTED = 130
+    INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
+    TERMINATED = 143  # SIGTERM: a cancelled CI job, a service manager (128 + SIGTERM)
 
 
 class R4BError(Exception):
@@ -69,3 +70,8 @@ class CheckFailed(R4BError):
     """A smoke check, SLO gate or doctor check failed; the report says which."""
 
     exit_code = ExitCode.CHECK_FAILED
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM during `up`: cleaned up exactly as Ctrl-C is (every `except KeyboardInterrupt`
+    applies), then exit code TERMINATED so a CI log tells a cancelled job from a Ctrl-C."""

@@ -5,14 +5,11 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from r4b_deploy.datafile import StrictModel as _Strict
 from r4b_deploy.datafile import load_data_file
 from r4b_deploy.paths import profiles_dir
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class LanguageModelSpec(_Strict):
@@ -31,7 +28,13 @@ class VisionSpec(_Strict):
     tokens_per_tile: int = Field(gt=0)
     one_tile_image_tokens: int = Field(gt=0)
     max_image_tokens: int = Field(gt=0)
+    # The one image vLLM profiles at start-up (its largest image_grid_pinpoints entry); 0: max_image_tokens.
+    largest_profiled_image_tokens: int = Field(default=0, ge=0)
     parameters: int = Field(gt=0)
+
+    @property
+    def profiled_image_tokens(self) -> int:
+        return self.largest_profiled_image_tokens or self.max_image_tokens
 
 
 class ThinkingSpec(_Strict):
@@ -41,10 +44,10 @@ class ThinkingSpec(_Strict):
     kwarg: str
     open_tag: str
     close_tag: str
-    mode_extra_kwargs: dict[str, dict[str, bool | str | int]] = {}
+    mode_extra_kwargs: dict[str, dict[str, bool | str | int]] = Field(default_factory=dict)
     reasoning_parser: str | None = None
-    prompt_opens_block: list[str] = []
-    prompt_closes_block: list[str] = []
+    prompt_opens_block: list[str] = Field(default_factory=list)
+    prompt_closes_block: list[str] = Field(default_factory=list)
 
     def template_kwargs(self, mode: str | None) -> dict[str, object]:
         """The chat_template_kwargs that select `mode` (None: send nothing, the model's default)."""

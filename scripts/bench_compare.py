@@ -26,7 +26,6 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -41,12 +40,6 @@ TIME_FORMAT = "R4BTIME %U %S %e"
 HEALTH_TIMEOUT_S = 600.0
 SERVER_CORE, CLIENT_CORE = "0", "1"
 DEFAULT_CEILING_PROMPT_WORDS = 48  # the zero-work server ignores the prompt
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_http(url: str, timeout_s: float, proc: subprocess.Popen | None = None) -> None:
@@ -180,21 +173,20 @@ def vllm_env() -> dict[str, str]:
 def start_vllm(args) -> tuple[subprocess.Popen, str, str, Path]:
     """The tiny model served with the rehearsal plan's own flags, on a loopback port."""
     sys.path.insert(0, str(REPO))
+    from r4b_deploy.launch.args import vllm_serve_args
+    from r4b_deploy.launch.ports import free_port
     from r4b_deploy.planning.plan import PlanRequest
     from r4b_deploy.planning.planner import make_plan
 
-    plan_args = list(make_plan(PlanRequest(rehearsal=True)).vllm.args)
+    settings = make_plan(PlanRequest(rehearsal=True)).vllm
     port = free_port()
-    served: list[str] = [str(args.tokenizer)]
-    i = 1
-    while i < len(plan_args):
-        flag = plan_args[i]
-        if flag in ("--host", "--port"):
-            i += 2
-            continue
-        served.append(flag)
-        i += 1
-    served += ["--host", "127.0.0.1", "--port", str(port)]
+    served = vllm_serve_args(
+        settings,
+        model=str(args.tokenizer),
+        served_model_name=settings.served_model_name,
+        host="127.0.0.1",
+        port=port,
+    )
     key = secrets.token_urlsafe(24)
     log = Path(tempfile.mkstemp(prefix="bench-compare-vllm-", suffix=".log")[1])
     env = {**os.environ, **vllm_env(), "VLLM_API_KEY": key}
@@ -339,6 +331,8 @@ def compare_on_vllm(args, url: str, api_key: str | None) -> None:
 
 
 def compare_ceiling(args) -> None:
+    from r4b_deploy.launch.ports import free_port
+
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     server_cmd = pinned(

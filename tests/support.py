@@ -6,7 +6,9 @@ Kept out of conftest.py because a conftest.py in a subfolder would shadow the mo
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,3 +24,18 @@ def require(ok: bool, why: str) -> None:
     if IN_CI:
         pytest.fail(f"required part missing in CI: {why}", pytrace=False)
     pytest.skip(why)
+
+
+def file_mode(path: Path) -> int:
+    """The permission bits of `path` (0o644, 0o600)."""
+    return path.stat().st_mode & 0o777
+
+
+@contextlib.contextmanager
+def umask(mask: int) -> Iterator[None]:
+    """Run a block under another umask: a written file's mode must not depend on the caller's."""
+    old = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(old)

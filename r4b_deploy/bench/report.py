@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SkipValidation
 
 from r4b_deploy.bench.metrics import LevelMetrics
 from r4b_deploy.bench.schedule import LoadLevel
@@ -21,7 +21,8 @@ class LevelResult(BaseModel):
     client_cpu_fraction: float  # of one core: near 1.0 means the client may be the bottleneck
     tokenize_calls: int = 0  # answers counted with /tokenize after the load phase
     # The raw records: kept for the detailed JSON, left out of the default dump (can be large).
-    records: list[RequestRecord] = Field(default_factory=list, exclude=True)
+    # Not validated: they are the load generator's own, and copying 100k of them costs.
+    records: SkipValidation[list[RequestRecord]] = Field(default_factory=list, exclude=True)
 
 
 class SloResult(BaseModel):

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from r4b_deploy.bench.metrics import compute_metrics
 from r4b_deploy.bench.report import BenchReport, LevelResult
-from r4b_deploy.bench.schedule import LoadLevel, arrival_offsets_s, interarrival_gaps_s, sweep_levels
+from r4b_deploy.bench.schedule import LEVEL_MAX_S, LoadLevel, arrival_offsets_s, interarrival_gaps_s, sweep_levels
 from r4b_deploy.bench.workload import (
     DEFAULT_IMAGE_SIZE_PX,
     DEFAULT_PROMPT_WORDS,
@@ -33,6 +33,7 @@ from r4b_deploy.bench.workload import (
     prepare_requests,
 )
 from r4b_deploy.client.records import RequestRecord
+from r4b_deploy.client.wire import REQUEST_TIMEOUT_MAX_S
 from r4b_deploy.errors import EnvironmentProblem, UsageError
 from r4b_deploy.spec import model_spec
 
@@ -68,7 +69,7 @@ class BenchConfig(BaseModel):
     burstiness: float = Field(default=1.0, gt=0)
     max_concurrency: int | None = Field(default=None, gt=0)  # caps the sweep (--max-concurrency or max_num_seqs)
     requests_per_level: int | None = Field(default=None, gt=0)
-    duration_s: float | None = Field(default=None, gt=0)  # per level; replaces the request budget
+    duration_s: float | None = Field(default=None, gt=0, le=LEVEL_MAX_S)  # per level; replaces the request budget
     warmup_requests: int = Field(default=DEFAULT_WARMUP_REQUESTS, ge=0)
     workload: WorkloadKind = "text"
     mode: ModeChoice = "auto"
@@ -77,7 +78,7 @@ class BenchConfig(BaseModel):
     temperature: float | None = Field(default=None, ge=0)
     prompt_words: int = Field(default=DEFAULT_PROMPT_WORDS, gt=0)
     image_size_px: tuple[int, int] = DEFAULT_IMAGE_SIZE_PX
-    timeout_s: float = Field(default=DEFAULT_TIMEOUT_S, gt=0)
+    timeout_s: float = Field(default=DEFAULT_TIMEOUT_S, gt=0, le=REQUEST_TIMEOUT_MAX_S)  # per request, in all
     seed: int = 0
 
     @field_validator("concurrencies")
@@ -111,6 +112,47 @@ class BenchConfig(BaseModel):
             image_size_px=self.image_size_px,
             seed=self.seed,
         )
+
+    def level_offsets_s(self, level: LoadLevel) -> list[float]:
+        """When each request of an open-loop level leaves (seconds after the level starts)."""
+        rate = level.request_rate or math.inf
+        budget = self.request_budget(level)
+        if budget is not None:
+            return arrival_offsets_s(rate, level.burstiness, budget, self.seed)
+        import random
+
+        gaps = interarrival_gaps_s(rate, level.burstiness, random.Random(self.seed))
+        offsets, t = [], 0.0
+        while t < (self.duration_s or 0):
+            offsets.append(t)
+            t += next(gaps)
+        return offsets
+
+    def level_time_bound_s(self, level: LoadLevel) -> float:
+        """The longest the load phase of `level` can last, whatever the server does: each request
+        has `timeout_s` in all, so a level takes its rounds of in-flight requests times that."""
+        from r4b_deploy.client.aio import TOKENIZE_CONCURRENCY
+
+        t = self.timeout_s
+        budget = self.request_budget(level)
+        if level.kind == "concurrency":
+            concurrency = level.concurrency or 1
+            load = (self.duration_s + t) if budget is None else math.ceil(budget / concurrency) * t
+        else:
+            offsets = self.level_offsets_s(level)
+            cap = level.max_concurrency
+            queued = math.ceil(len(offsets) / cap) * t if cap else t
+            load = (offsets[-1] if offsets else 0.0) + queued
+        counted = budget if budget is not None else 0  # duration mode: as many as completed (see docstring)
+        return load + math.ceil(counted / TOKENIZE_CONCURRENCY) * t
+
+    def time_bound_s(self) -> float:
+        """The longest a run can take whatever the server does (a wedged or trickling one included):
+        the pre-flight and the warm-up (all at once) one `timeout_s` each, then every level's bound.
+        In duration mode the /tokenize counting after a level adds one `timeout_s` per
+        TOKENIZE_CONCURRENCY replies it counts (only replies that completed)."""
+        preflight_and_warmup = (2 if self.warmup_requests else 1) * self.timeout_s
+        return preflight_and_warmup + sum(self.level_time_bound_s(level) for level in self.levels())
 
     def request_budget(self, level: LoadLevel) -> int | None:
         """Requests to send at `level`; None in duration mode (send until the time is up)."""
@@ -147,13 +189,15 @@ class _Run:
     """State shared by the levels of one run: session, request pool, progress throttle."""
 
     def __init__(self, config: BenchConfig, on_progress: ProgressCallback | None, levels: list[LoadLevel]) -> None:
-        from r4b_deploy.checks.smoke import redact_url
         from r4b_deploy.client.aio import auth_headers
+        from r4b_deploy.client.urls import redact_url
+        from r4b_deploy.client.wire import stream_max_bytes
 
         self.config = config
         self.shown_url = redact_url(config.base_url)  # for messages and the report: no user:password@
         self.api_key = config.api_key.get_secret_value() if config.api_key else None
         self.headers = auth_headers(self.api_key)
+        self.stream_max_bytes = stream_max_bytes(config.max_tokens)
         self.pool: list[PreparedRequest] = prepare_requests(config.workload_spec())
         self.levels = levels
         self.on_progress = on_progress
@@ -189,6 +233,7 @@ class _Run:
             mode=req.mode,
             clock_zero_s=self.clock_zero,
             headers=self.headers,
+            max_bytes=self.stream_max_bytes,
         )
 
 
@@ -198,6 +243,9 @@ def run_bench(config: BenchConfig, on_progress: ProgressCallback | None = None) 
     Raises EnvironmentProblem (nothing listening, key rejected, every warm-up request failed)
     and UsageError (a model the server does not serve, an impossible level).
     """
+    from r4b_deploy.client.urls import check_endpoint_url
+
+    check_endpoint_url(config.base_url, "base_url")
     levels = config.levels()
     if not levels:
         raise UsageError("no load level left to run", fix="lower the concurrency levels or raise --max-concurrency")
@@ -208,6 +256,14 @@ def run_bench(config: BenchConfig, on_progress: ProgressCallback | None = None) 
                     "an infinite request rate needs a request count, not a duration",
                     fix="pass --requests N, or a finite --request-rate",
                 )
+    for level in levels:
+        budget = config.request_budget(level)
+        if level.kind == "rate" and budget is not None and budget / (level.request_rate or math.inf) > LEVEL_MAX_S:
+            raise UsageError(
+                f"request rate {level.request_rate:g}/s would take {budget / (level.request_rate or 1):.3g} s"
+                f" to send {budget} requests (at most {LEVEL_MAX_S:g} s per level)",
+                fix="raise the --request-rate, or pass --duration S",
+            )
     return asyncio.run(_run(config, on_progress, levels))
 
 
@@ -379,18 +435,7 @@ async def _open_loop(
 ) -> None:
     """Requests leave on the schedule's clock, whatever the server's speed (capped in flight
     by `max_concurrency` when set: a request waiting for a slot is sent when one frees)."""
-    cfg = run.config
-    rate = level.request_rate or math.inf
-    if budget is not None:
-        offsets = arrival_offsets_s(rate, level.burstiness, budget, cfg.seed)
-    else:
-        import random
-
-        gaps = interarrival_gaps_s(rate, level.burstiness, random.Random(cfg.seed))
-        offsets, t = [], 0.0
-        while t < (cfg.duration_s or 0):
-            offsets.append(t)
-            t += next(gaps)
+    offsets = run.config.level_offsets_s(level)
     gate = asyncio.Semaphore(level.max_concurrency) if level.max_concurrency else None
 
     async def one(req: PreparedRequest) -> None:
@@ -438,9 +483,7 @@ async def _count_answers(
         rec = records[i]
         if count is not None and rec.output_tokens is not None:
             answer = min(count, rec.output_tokens)
-            records[i] = rec.model_copy(
-                update={"answer_tokens": answer, "reasoning_tokens": rec.output_tokens - answer}
-            )
+            records[i] = rec.replace(answer_tokens=answer, reasoning_tokens=rec.output_tokens - answer)
     return records, len(pending)
 
 

@@ -21,6 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from r4b_deploy.errors import UsageError
 
+LEVEL_MAX_S = 24 * 3600.0  # a level planned to last longer than a day is a typo, not a benchmark
+
 
 class LoadLevel(BaseModel):
     """One point of the sweep. `max_concurrency` caps in-flight requests of an open-loop level."""

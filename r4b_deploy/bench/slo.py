@@ -12,6 +12,7 @@ Failed requests are a gate of their own: the run fails if a level's error rate i
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Literal
 
@@ -77,6 +78,8 @@ def parse_slo(text: str) -> SloGate:
         threshold = float(raw)
     except ValueError:
         raise UsageError(f"--slo {text!r}: {raw!r} is not a number") from None
+    if not math.isfinite(threshold):  # a NaN gate never passes, an infinite one never fails
+        raise UsageError(f"--slo {text!r}: {raw!r} is not a finite number", fix="give the limit as a plain number")
     if op == "=":
         op = ">=" if metric in _HIGHER_IS_BETTER else "<="
     return SloGate(metric=metric, op=op, threshold=threshold)  # type: ignore[arg-type]

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from r4b_deploy import __version__
+from r4b_deploy.atomic import REPORT_FILE_MODE, write_bytes_atomic, write_text_atomic
 from r4b_deploy.bench.metrics import PERCENTILES
 from r4b_deploy.bench.report import BenchReport, LevelResult
 from r4b_deploy.bench.slo import format_value
@@ -24,7 +23,7 @@ from r4b_deploy.bench.slo import format_value
 RESULT_FORMAT_VERSION = 1
 JSON_NAME = "bench.json"
 MARKDOWN_NAME = "bench.md"
-CHART_NAME = "bench.png"
+CHART_NAME = "bench.png"  # `bench --out` and `up`'s report folder alike
 
 
 def _rate_value(rate: float | None) -> float | str:
@@ -68,9 +67,9 @@ def level_json(report: BenchReport, level: LevelResult, detailed: bool = False) 
         out["input_lens"] = [r.prompt_tokens for r in recs]
         out["output_lens"] = [r.output_tokens for r in recs]
         out["ttfts"] = [r.ttft_s for r in recs]
-        out["itls"] = [r.itl_s for r in recs]
+        out["itls"] = [list(r.itl_s) for r in recs]
         out["errors"] = [r.error for r in recs]
-        out["records"] = [r.model_dump(mode="json") for r in recs]
+        out["records"] = [r.to_json() for r in recs]
     return out
 
 
@@ -177,22 +176,6 @@ def render_markdown(report: BenchReport) -> str:
     return "\n".join(lines)
 
 
-def write_text_atomic(path: Path, text: str | bytes) -> None:
-    """Write via a temporary file in the same folder and rename: no half-written reports."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = text.encode() if isinstance(text, str) else text
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_outputs(
     report: BenchReport,
     json_path: Path | None = None,
@@ -203,14 +186,14 @@ def write_outputs(
     """Write the requested files; return the paths written."""
     written: list[Path] = []
     if json_path is not None:
-        write_text_atomic(json_path, render_json(report, detailed))
+        write_text_atomic(json_path, render_json(report, detailed), mode=REPORT_FILE_MODE)
         written.append(Path(json_path))
     if markdown_path is not None:
-        write_text_atomic(markdown_path, render_markdown(report))
+        write_text_atomic(markdown_path, render_markdown(report), mode=REPORT_FILE_MODE)
         written.append(Path(markdown_path))
     if chart_path is not None:
         from r4b_deploy.bench.chart import render_chart_png
 
-        write_text_atomic(chart_path, render_chart_png(report))
+        write_bytes_atomic(chart_path, render_chart_png(report), mode=REPORT_FILE_MODE)
         written.append(Path(chart_path))
     return written

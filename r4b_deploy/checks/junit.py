@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from r4b_deploy.checks.report import write_text_atomic
+from r4b_deploy.atomic import REPORT_FILE_MODE, write_text_atomic
 from r4b_deploy.checks.smoke import SmokeReport
 
 SUITE_NAME = "r4b-deploy smoke"
@@ -78,4 +78,4 @@ def junit_xml(report: SmokeReport) -> str:
 
 
 def write_junit(report: SmokeReport, path: Path) -> None:
-    write_text_atomic(path, junit_xml(report))
+    write_text_atomic(path, junit_xml(report), mode=REPORT_FILE_MODE)

@@ -17,7 +17,6 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, computed_field
 
@@ -31,6 +30,8 @@ from r4b_deploy.client.images import (
     small_image_url,
 )
 from r4b_deploy.client.reasoning import ReasoningSplit
+from r4b_deploy.client.urls import check_endpoint_url, redact_url
+from r4b_deploy.client.wire import REQUEST_TIMEOUT_MAX_S
 from r4b_deploy.errors import EnvironmentProblem, UsageError
 from r4b_deploy.spec import model_spec
 
@@ -56,11 +57,23 @@ class SmokeConfig(BaseModel):
     api_key: SecretStr | None = None
     served_model_name: str = Field(default_factory=lambda: model_spec().served_model_name)
     modes: list[str] | None = None  # None: every thinking mode the model spec lists
-    timeout_s: float = Field(default=DEFAULT_TIMEOUT_S, gt=0)
+    timeout_s: float = Field(default=DEFAULT_TIMEOUT_S, gt=0, le=REQUEST_TIMEOUT_MAX_S)
     protocol_only: bool = False
     max_tokens: int = Field(default=PROTOCOL_MAX_TOKENS, gt=0)
     behaviour_max_tokens: int = Field(default=BEHAVIOUR_MAX_TOKENS, gt=0)
     short_answer_max_tokens: int = Field(default=SHORT_ANSWER_MAX_TOKENS, gt=0)
+
+    def max_requests(self) -> int:
+        """The most requests a run sends: health, models, text, text_stream; two per image check
+        (a text baseline, again after a failed one); one per mode; two per prompt count in
+        modes_reach_template (/tokenize, then chat when it is missing); image_answer."""
+        modes = len(self.modes) if self.modes else len(model_spec().thinking.modes)
+        behaviour = 0 if self.protocol_only else 1
+        return 4 + 2 * 2 + modes + 2 * (modes + 1) + behaviour
+
+    def time_bound_s(self) -> float:
+        """How long a run can take whatever the server does: every request has `timeout_s` in all."""
+        return self.max_requests() * self.timeout_s
 
 
 class CheckResult(BaseModel):
@@ -110,16 +123,6 @@ class SmokeReport(BaseModel):
         return [c for c in self.checks if c.status == "fail"]
 
 
-def redact_url(url: str) -> str:
-    """The URL without user:password@, so a report never carries credentials."""
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-
-
 class _Outcome(Exception):
     """Raised inside a check body to end it with a status and a reason."""
 
@@ -151,6 +154,8 @@ def _reply_figures(r: ChatResult) -> dict[str, Any]:
     figures: dict[str, Any] = {
         "prompt_tokens": r.prompt_tokens,
         "completion_tokens": r.completion_tokens,
+        "reasoning_tokens": r.reasoning_tokens,  # as bench counts them (None: usage did not split them)
+        "answer_tokens": r.answer_tokens,
         "finish_reason": r.finish_reason,
         "latency_ms": _ms(r.timings.latency_s),
         "thought": r.split.thought,
@@ -185,6 +190,7 @@ class _Runner:
             raise UsageError(
                 f"unknown thinking mode {unknown[0]!r}", fix=f"pick one of: {', '.join(spec.thinking.modes)}"
             )
+        check_endpoint_url(config.url, "url")
         self.on_check = on_check
         self._secret = config.api_key.get_secret_value() if config.api_key else None
         self.client = EndpointClient(

@@ -17,7 +17,10 @@ from typing import TYPE_CHECKING
 
 import click
 
+from r4b_deploy.bench.schedule import LEVEL_MAX_S
 from r4b_deploy.cli.endpoint import endpoint_options, resolve_endpoint
+from r4b_deploy.cli.options import FiniteFloatRange, bench_gate_options
+from r4b_deploy.client.wire import REQUEST_TIMEOUT_MAX_S
 
 if TYPE_CHECKING:
     from r4b_deploy.bench.report import BenchReport
@@ -82,7 +85,10 @@ def _split_numbers(values: tuple[str, ...], kind: type, option: str) -> list:
 )
 @click.option("--requests", "requests_per_level", type=click.IntRange(min=1), help="Requests per level.")
 @click.option(
-    "--duration", "duration_s", type=click.FloatRange(min=0, min_open=True), help="Seconds per level (not --requests)."
+    "--duration",
+    "duration_s",
+    type=FiniteFloatRange(min=0, min_open=True, max=LEVEL_MAX_S),
+    help="Seconds per level (not --requests).",
 )
 @click.option(
     "--warmup", "warmup_requests", type=click.IntRange(min=0), default=4, show_default=True, help="Unmeasured requests."
@@ -97,27 +103,20 @@ def _split_numbers(values: tuple[str, ...], kind: type, option: str) -> list:
 )
 @click.option("--max-tokens", type=click.IntRange(min=1), default=256, show_default=True)
 @click.option("--ignore-eos", is_flag=True, help="Generate exactly --max-tokens (vLLM extension).")
-@click.option("--temperature", type=click.FloatRange(min=0), help="Sampling temperature (default: the server's).")
+@click.option("--temperature", type=FiniteFloatRange(min=0), help="Sampling temperature (default: the server's).")
 @click.option(
     "--prompt-words", type=click.IntRange(min=1), default=48, show_default=True, help="Words per text prompt."
 )
 @click.option(
     "--timeout",
     "timeout_s",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteFloatRange(min=0, min_open=True, max=REQUEST_TIMEOUT_MAX_S),
     default=60.0,
     show_default=True,
-    help="Seconds to wait for a connection, a first byte or the next chunk.",
+    help="Seconds each request may take in all, stream included (raise it for long generations).",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of prompts and arrival times.")
-@click.option("--slo", "slos", multiple=True, metavar="NAME=VALUE", help="Gate, e.g. p95_ttft_ms=500 (repeatable).")
-@click.option(
-    "--max-error-rate",
-    type=click.FloatRange(min=0, max=1),
-    default=0.0,
-    show_default=True,
-    help="Failed requests allowed per level, as a fraction, before the run fails.",
-)
+@bench_gate_options
 @click.option("--json", "json_path", metavar="FILE", help="Write the result JSON ('-' for stdout).")
 @click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False, path_type=Path), help="Write Markdown.")
 @click.option("--chart", "chart_path", type=click.Path(dir_okay=False, path_type=Path), help="Write a PNG chart.")
@@ -177,6 +176,7 @@ def command(
         json_path = json_path or str(out_dir / JSON_NAME)
         markdown_path = markdown_path or out_dir / MARKDOWN_NAME
         chart_path = chart_path or out_dir / CHART_NAME
+    _check_outputs(json_path, markdown_path, chart_path)
 
     options: dict = {
         "base_url": url,
@@ -218,6 +218,18 @@ def command(
                 else "the table above has every level's figures"
             ),
         )
+
+
+def _check_outputs(json_path: str | None, markdown_path: Path | None, chart_path: Path | None) -> None:
+    """Refuse an output path that cannot be written before the benchmark, not after it."""
+    from r4b_deploy.atomic import require_writable
+
+    if json_path and json_path != _STDOUT:
+        require_writable(Path(json_path), "--json")
+    if markdown_path is not None:
+        require_writable(markdown_path, "--markdown")
+    if chart_path is not None:
+        require_writable(chart_path, "--chart")
 
 
 def _write(

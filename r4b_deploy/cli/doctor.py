@@ -9,17 +9,14 @@ from pathlib import Path
 
 import click
 
+from r4b_deploy.cli.options import FolderPath, runtime_option
+from r4b_deploy.launch.base import DEFAULT_RUNTIME, RuntimeName
+
 _STYLE = {"pass": "green", "warn": "yellow", "fail": "bold red", "skip": "dim"}
 
 
 @click.command("doctor")
-@click.option(
-    "--runtime",
-    type=click.Choice(["docker", "process"]),
-    default="docker",
-    show_default=True,
-    help="The runtime you will use with `up`.",
-)
+@runtime_option(default=DEFAULT_RUNTIME, help="The runtime you will use with `up`.")
 @click.option("--rehearsal", is_flag=True, help="Check for the CPU rehearsal (no GPU checks).")
 @click.option(
     "--port", type=click.IntRange(1, 65535), default=None, help="The host port `up` will use  [default: 8000]."
@@ -29,7 +26,7 @@ _STYLE = {"pass": "green", "warn": "yellow", "fail": "bold red", "skip": "dim"}
 @click.option(
     "--hf-cache",
     "hf_cache_dir",
-    type=click.Path(path_type=Path),
+    type=FolderPath(),
     default=None,
     help="Where the weights will be downloaded  [default: ~/.cache/huggingface].",
 )
@@ -39,7 +36,7 @@ _STYLE = {"pass": "green", "warn": "yellow", "fail": "bold red", "skip": "dim"}
 @click.option("--no-gpu-probe", is_flag=True, help="Do not start a probe container with a GPU request.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def command(
-    runtime: str,
+    runtime: RuntimeName,
     rehearsal: bool,
     port: int | None,
     public: bool,
@@ -54,7 +51,7 @@ def command(
     from r4b_deploy.launch.doctor import run_doctor
 
     report = run_doctor(
-        runtime=runtime,  # type: ignore[arg-type]
+        runtime=runtime,
         rehearsal=rehearsal,
         port=port,
         public=public,

@@ -19,12 +19,14 @@ from r4b_deploy.cli.options import deployment_dir_option, runtime_override_optio
 @click.option("--json", "as_json", is_flag=True, help="Print what was stopped as JSON.")
 def command(deployment_dir: Path, runtime: str | None, as_json: bool) -> None:
     """Stop and remove the deployment's container or process (idempotent)."""
-    from r4b_deploy.launch.state import make_runtime, resolve_runtime_name
+    from r4b_deploy.deployment import folder_identity
+    from r4b_deploy.launch.base import DEFAULT_RUNTIME, make_runtime
+    from r4b_deploy.launch.state import resolve_runtime_name
 
-    folder = deployment_dir.expanduser().resolve()
+    folder = folder_identity(deployment_dir)
     # A folder deleted by hand may still have a container: the docker runtime finds it by label.
-    name = resolve_runtime_name(folder, runtime) if folder.is_dir() else (runtime or "docker")
-    result = make_runtime(name).stop(folder)  # type: ignore[arg-type]
+    name = resolve_runtime_name(folder, runtime) if folder.is_dir() else (runtime or DEFAULT_RUNTIME)
+    result = make_runtime(name).stop(folder)
     if as_json:
         from r4b_deploy.cli.output import print_json
 

@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 
 import click
 
+from r4b_deploy.cli.options import FolderPath
 from r4b_deploy.errors import UsageError
 
 
@@ -41,7 +42,7 @@ def endpoint_options(func: Callable[..., Any]) -> Callable[..., Any]:
             click.option(
                 "--deployment",
                 "deployment_dir",
-                type=click.Path(file_okay=False, path_type=Path),
+                type=FolderPath(file_okay=False),
                 help="A folder written by `r4b-deploy render`: its URL, served name, API key and max_num_seqs.",
             ),
         ]
@@ -62,7 +63,7 @@ def resolve_endpoint(
     if env_file is not None and deployment_dir is not None:
         raise UsageError("--env-file and --deployment exclude each other", fix="give one of them")
     if deployment_dir is not None:
-        from r4b_deploy.render.deployment import load_deployment, read_env_file
+        from r4b_deploy.deployment import load_deployment, read_env_file
         from r4b_deploy.render.env import API_KEY_VAR
 
         deployment = load_deployment(deployment_dir)
@@ -74,7 +75,22 @@ def resolve_endpoint(
         api_key = _key_from_env_file(env_file)
     if not url:
         raise UsageError("no endpoint given", fix="pass --url http://HOST:PORT or --deployment DIR")
+    from r4b_deploy.client.urls import check_endpoint_url
+
+    check_endpoint_url(url)
+    if api_key:
+        _check_api_key(api_key)
     return EndpointTarget(url, served_model_name, api_key, max_num_seqs)
+
+
+def _check_api_key(key: str) -> None:
+    """A key goes into an `Authorization` header: visible ASCII only (never quoted back)."""
+    bad = next((i for i, ch in enumerate(key) if not (ch.isascii() and ch.isprintable()) or ch.isspace()), None)
+    if bad is not None:
+        raise UsageError(
+            f"the API key has a character an HTTP header cannot carry (at position {bad + 1} of {len(key)})",
+            fix="check the key given by --api-key, VLLM_API_KEY or the env file",
+        )
 
 
 def _key_from_env_file(path: Path) -> str:
@@ -84,6 +100,11 @@ def _key_from_env_file(path: Path) -> str:
         text = path.read_text()
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror}", fix="check the path and its permissions") from None
+    except UnicodeDecodeError as exc:
+        raise UsageError(
+            f"{path} is not a text env file (byte {exc.start} is not UTF-8)",
+            fix="use the env file `r4b-deploy render` wrote",
+        ) from None
     key = parse_env_text(text, str(path)).get(API_KEY_VAR)
     if not key:
         raise UsageError(f"{path} has no {API_KEY_VAR}", fix="use the env file `r4b-deploy render` wrote")

@@ -20,7 +20,8 @@ from r4b_deploy.cli.options import deployment_dir_option, runtime_override_optio
 @runtime_override_option
 def command(deployment_dir: Path, follow: bool, tail: int | None, runtime: str | None) -> None:
     """Print (or follow) the deployment's server log."""
-    from r4b_deploy.launch.state import make_runtime, require_deployment_dir, resolve_runtime_name
+    from r4b_deploy.launch.base import make_runtime
+    from r4b_deploy.launch.state import require_deployment_dir, resolve_runtime_name
 
     folder = require_deployment_dir(deployment_dir)
     printed = 0

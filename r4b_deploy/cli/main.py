@@ -4,12 +4,23 @@ so `r4b-deploy plan` does not pay for docker, jinja2 or rich it never uses."""
 from __future__ import annotations
 
 import importlib
+import os
 import sys
+from collections.abc import Mapping
 
 import click
 
 from r4b_deploy import __version__
-from r4b_deploy.errors import ExitCode, R4BError
+from r4b_deploy.errors import ExitCode, R4BError, Terminated
+
+DEBUG_ENV = "R4B_DEBUG"
+_TRUTHY = ("1", "true", "yes", "on")
+
+
+def debug_from_env(environ: Mapping[str, str]) -> bool:
+    """`R4B_DEBUG=1` (or true/yes/on, any case) acts as `--debug`; unset, empty, 0, false do not."""
+    return environ.get(DEBUG_ENV, "").strip().lower() in _TRUTHY
+
 
 # command name -> (module under r4b_deploy.cli, one-line help shown by --help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -23,6 +34,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "smoke": ("smoke", "Check a running R-4B endpoint: text, image, each thinking mode."),
     "bench": ("bench", "Measure throughput and latency of a running R-4B endpoint."),
     "doctor": ("doctor", "Check the host: driver, CUDA, Docker, NVIDIA runtime, disk, shm, port."),
+    "engine": ("engine", "Install, start or stop the toolkit's own Docker engine; make the local base image."),
 }
 
 
@@ -47,11 +59,11 @@ class LazyGroup(click.Group):
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="r4b-deploy")
-@click.option("--debug", is_flag=True, envvar="R4B_DEBUG", help="Show tracebacks on errors.")
+@click.option("--debug", is_flag=True, help=f"Show tracebacks on errors (or set {DEBUG_ENV}=1).")
 @click.pass_context
 def cli(ctx: click.Context, debug: bool) -> None:
     """r4b-deploy: from a GPU machine to a checked, measured R-4B endpoint."""
-    ctx.obj = {"debug": debug}
+    ctx.obj = {"debug": debug or debug_from_env(os.environ)}
 
 
 def _echo_error(message: str, fix: str | None = None, details: str | None = None) -> None:
@@ -65,7 +77,7 @@ def _echo_error(message: str, fix: str | None = None, details: str | None = None
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and map every failure to one line and a distinct exit code."""
     args = sys.argv[1:] if argv is None else argv
-    debug = "--debug" in args
+    debug = "--debug" in args or debug_from_env(os.environ)
     try:
         cli.main(args=args, prog_name="r4b-deploy", standalone_mode=False)
     except R4BError as exc:
@@ -73,7 +85,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         _echo_error(exc.message, exc.fix, exc.details)
         return int(exc.exit_code)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as exc:
+        # click turns a KeyboardInterrupt into Abort; SIGTERM's Terminated keeps its own code.
+        if isinstance(exc.__cause__, Terminated):
+            click.echo("terminated", err=True)
+            return int(ExitCode.TERMINATED)
         click.echo("aborted", err=True)
         return int(ExitCode.INTERRUPTED)
     except click.exceptions.Exit as exc:
@@ -84,6 +100,9 @@ def main(argv: list[str] | None = None) -> int:
             click.echo(exc.ctx.get_usage(), err=True)
         _echo_error(exc.format_message())
         return int(ExitCode.USAGE)
+    except Terminated:
+        click.echo("terminated", err=True)
+        return int(ExitCode.TERMINATED)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         return int(ExitCode.INTERRUPTED)

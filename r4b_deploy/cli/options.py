@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -15,6 +16,32 @@ from r4b_deploy.errors import UsageError
 from r4b_deploy.planning.plan import PlanRequest
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+class FiniteFloatRange(click.FloatRange):
+    """click's FloatRange that also refuses nan and ±inf: NaN passes every range comparison, and
+    an infinite timeout, duration or rate means "forever". Shared by every float option."""
+
+    name = "finite float"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = click.FLOAT.convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return super().convert(number, param, ctx)
+
+
+class FolderPath(click.Path):
+    """A folder option as a Path; an empty value is refused (Path("") is the current folder)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(path_type=Path, **kwargs)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and not value.strip():
+            self.fail("empty: that would be the current folder; name one, e.g. deploy (or . on purpose)", param, ctx)
+        return super().convert(value, param, ctx)
+
 
 # click parameter name -> PlanRequest field
 PLANNING_KEYS: dict[str, str] = {
@@ -27,6 +54,8 @@ PLANNING_KEYS: dict[str, str] = {
     "kv_cache_dtype": "kv_cache_dtype",
     "images_per_prompt": "images_per_prompt",
     "rehearsal": "rehearsal",
+    "vllm_version": "vllm_version",
+    "revision": "revision",
 }
 # PlanRequest field -> the option a user typed, for error messages
 _FLAG_OF_FIELD = {field: "--" + key.replace("_", "-") for key, field in PLANNING_KEYS.items()}
@@ -52,7 +81,7 @@ _OPTIONS = (
     click.option("--max-num-seqs", type=int, metavar="INT", help="Most sequences vLLM runs at once."),
     click.option(
         "--gpu-memory-utilization",
-        type=float,
+        type=FiniteFloatRange(),
         metavar="FLOAT",
         help="Share of each GPU's TOTAL memory vLLM may use (0-1).",
     ),
@@ -62,6 +91,17 @@ _OPTIONS = (
         help="KV cache precision: auto (the model's dtype) or fp8 (half the memory per token).",
     ),
     click.option("--images-per-prompt", type=int, metavar="INT", help="Most images one request may carry."),
+    click.option(
+        "--vllm-version",
+        metavar="VERSION",
+        help="vLLM release for GPU images, one of profiles/vllm.yaml gpu.releases "
+        "(default: the newest the driver runs).",
+    ),
+    click.option(
+        "--revision",
+        metavar="REV",
+        help="Pin the model's Hugging Face revision (branch, tag or commit; default: its main branch).",
+    ),
     click.option(
         "--rehearsal",
         is_flag=True,
@@ -87,6 +127,8 @@ def plan_request_from(_kwargs: dict[str, Any] | None = None, /, **kwargs: Any) -
     """
     from pydantic import ValidationError
 
+    from r4b_deploy.datafile import validation_problem
+
     values: dict[str, Any] = {}
     for source in (kwargs, _kwargs):
         if source is None:
@@ -99,12 +141,13 @@ def plan_request_from(_kwargs: dict[str, Any] | None = None, /, **kwargs: Any) -
     try:
         return PlanRequest(**values)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        field = str(first["loc"][0]) if first["loc"] else ""
+        problem = validation_problem(exc)
+        field = problem.top_field
         flag = _FLAG_OF_FIELD.get(field, field)
         value = values.get(field)
+        message = problem.message.lower()
         raise UsageError(
-            f"{flag} {value}: {first['msg'].lower()}" if value is not None else f"{flag}: {first['msg'].lower()}",
+            f"{flag} {value}: {message}" if value is not None else f"{flag}: {message}",
             fix=f"see `r4b-deploy plan --help` for {flag}",
         ) from exc
 
@@ -112,24 +155,48 @@ def plan_request_from(_kwargs: dict[str, Any] | None = None, /, **kwargs: Any) -
 DEFAULT_DEPLOYMENT_DIR = Path("deploy")
 
 
-def deployment_dir_option(func: Callable[..., Any]) -> Callable[..., Any]:
+def deployment_dir_option(func: F) -> F:
     """`--dir/--out DIR`: the deployment folder `up` wrote (down, status, logs find it there)."""
     return click.option(
         "--dir",
         "--out",
         "deployment_dir",
-        type=click.Path(file_okay=False, path_type=Path),
+        type=FolderPath(file_okay=False),
         default=DEFAULT_DEPLOYMENT_DIR,
         show_default=True,
         help="The deployment folder `up` wrote.",
     )(func)
 
 
-def runtime_override_option(func: Callable[..., Any]) -> Callable[..., Any]:
-    """`--runtime docker|process`: override the runtime `up` recorded in the folder."""
+def runtime_option(*, default: str | None, help: str) -> Callable[[F], F]:
+    """`--runtime docker|process`: the one definition (names from `launch.base.RUNTIME_NAMES`) that
+    up, doctor, down, status and logs share."""
+    from r4b_deploy.launch.base import RUNTIME_NAMES
+
     return click.option(
         "--runtime",
-        type=click.Choice(["docker", "process"]),
-        default=None,
-        help="Override the runtime `up` recorded in the folder.",
+        type=click.Choice(RUNTIME_NAMES),
+        default=default,
+        show_default=default is not None,
+        help=help,
+    )
+
+
+def runtime_override_option(func: F) -> F:
+    """`--runtime docker|process`: override the runtime `up` recorded in the folder."""
+    return runtime_option(default=None, help="Override the runtime `up` recorded in the folder.")(func)
+
+
+def bench_gate_options(func: F) -> F:
+    """`--slo NAME=VALUE` and `--max-error-rate F`: the gates `bench` and `up` judge a benchmark by
+    (`bench/slo.py`). kwargs: slos, max_error_rate."""
+    func = click.option(
+        "--max-error-rate",
+        type=FiniteFloatRange(min=0, max=1),
+        default=0.0,
+        show_default=True,
+        help="Failed requests allowed per level, as a fraction, before the run fails.",
+    )(func)
+    return click.option(
+        "--slo", "slos", multiple=True, metavar="NAME=VALUE", help="Gate, e.g. p95_ttft_ms=500 (repeatable)."
     )(func)

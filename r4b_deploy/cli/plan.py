@@ -28,9 +28,26 @@ def command(as_json: bool, **kwargs: Any) -> None:
     if as_json:
         from r4b_deploy.cli.output import print_json
 
-        print_json(plan)
+        print_json(plan_json(plan))
         return
     print_plan(plan)
+
+
+def container_args(plan: Plan) -> list[str]:
+    """The arguments after `vllm serve` as the rendered container runs them with default options."""
+    from r4b_deploy.launch.args import CONTAINER_HOST, CONTAINER_PORT, vllm_serve_args
+
+    v = plan.vllm
+    return vllm_serve_args(
+        v, model=v.model, served_model_name=v.served_model_name, host=CONTAINER_HOST, port=CONTAINER_PORT
+    )
+
+
+def plan_json(plan: Plan) -> dict[str, Any]:
+    """The Plan as `--json` prints it: its own fields, and `vllm.args`, the exact argument list."""
+    data = plan.model_dump(mode="json")
+    data["vllm"] = {"args": container_args(plan), **data["vllm"]}
+    return data
 
 
 def _fit_label(fits: bool, chosen: bool) -> str:
@@ -93,14 +110,14 @@ def print_plan(plan: Plan) -> None:
         out.print(tiers)
 
     out.print("[bold]vLLM command[/bold]")
-    out.print("  " + shlex.join(["vllm", "serve", *v.args]), markup=False)
+    out.print("  " + shlex.join(["vllm", "serve", *container_args(plan)]), markup=False)
 
     if not plan.rehearsal:
         table = Table(title="Memory per GPU (GiB)", title_justify="left")
         table.add_column("part")
         table.add_column("GiB", justify="right")
         rows = (
-            ("GPU total", m.gpu_memory_bytes),
+            ("GPU total (CUDA)", m.gpu_memory_bytes),
             (f"budget (× {v.gpu_memory_utilization:g})", m.budget_bytes),
             ("− weights", m.weights_bytes),
             ("− activations", m.activation_bytes),

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import shlex
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from r4b_deploy.cli.options import plan_request_from, planning_options
+from r4b_deploy.cli.options import F, FolderPath, plan_request_from, planning_options
 from r4b_deploy.errors import UsageError
+
+if TYPE_CHECKING:
+    from r4b_deploy.deployment import Deployment
+    from r4b_deploy.render.options import RenderOptions
 
 
 def parse_ulimits(values: tuple[str, ...]) -> dict[str, int]:
@@ -25,11 +29,88 @@ def parse_ulimits(values: tuple[str, ...]) -> dict[str, int]:
     return limits
 
 
-def render_options_from(**values: Any) -> Any:  # -> RenderOptions
-    """RenderOptions from the CLI's values; options left out keep the library's defaults."""
+# render's own options, shared with `up` (the same option objects: the two never drift apart).
+_RENDER_OPTIONS = (
+    click.option("--port", "host_port", type=int, default=None, help="Host port for the API  [default: 8000]."),
+    click.option("--public", is_flag=True, help="Publish on 0.0.0.0 instead of 127.0.0.1 (the API key still applies)."),
+    click.option("--base-image", default=None, help="Base image  [default: profiles/vllm.yaml gpu.base_image]."),
+    click.option(
+        "--ca-bundle",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="Extra PEM CA bundle, trusted in the image from the first step (TLS-inspecting proxies).",
+    ),
+    click.option(
+        "--wheelhouse",
+        type=FolderPath(),
+        default=None,
+        help="Folder of wheels to install vLLM from, offline (linked into the folder).",
+    ),
+    click.option(
+        "--hf-cache",
+        "hf_cache_dir",
+        type=FolderPath(),
+        default=None,
+        help="Host Hugging Face cache mounted into the container  [default: ~/.cache/huggingface].",
+    ),
+    click.option(
+        "--hf-token-env",
+        default=None,
+        metavar="NAME",
+        help="Environment variable holding the HF token; copied into r4b.env only  [default: HF_TOKEN].",
+    ),
+    click.option("--model", default=None, help="Serve this HF id or absolute path instead of the plan's model."),
+    click.option("--served-model-name", default=None, help="The model name clients send  [default: the plan's]."),
+    click.option(
+        "--extra-vllm-arg",
+        "extra_vllm_args",
+        multiple=True,
+        metavar="ARG",
+        help="One more argument for `vllm serve` (repeat it; e.g. --extra-vllm-arg=--enforce-eager).",
+    ),
+    click.option("--shm-size", "shm_size_bytes", default=None, metavar="SIZE", help="/dev/shm size, e.g. 16g."),
+    click.option("--ipc-host", is_flag=True, help="Share the host's IPC namespace instead of a private /dev/shm."),
+    click.option("--ulimit", "ulimits", multiple=True, metavar="NAME=VALUE", help="A container ulimit (repeatable)."),
+)
+# The kwargs those options give (the RenderOptions field names).
+RENDER_KEYS = (
+    "host_port",
+    "public",
+    "base_image",
+    "ca_bundle",
+    "wheelhouse",
+    "hf_cache_dir",
+    "hf_token_env",
+    "model",
+    "served_model_name",
+    "extra_vllm_args",
+    "shm_size_bytes",
+    "ipc_host",
+    "ulimits",
+)
+
+
+def render_options(func: F) -> F:
+    """Add render's options (port, image, model, secrets, container limits) to a command (render, up)."""
+    for option in reversed(_RENDER_OPTIONS):
+        func = option(func)
+    return func
+
+
+def render_options_from(values: dict[str, Any]) -> RenderOptions:
+    """Pop render's keys out of a command's kwargs into RenderOptions (the command's own keys stay
+    in `values`); options left out keep the library's defaults."""
     from r4b_deploy.render.options import RenderOptions
 
-    return RenderOptions(**{k: v for k, v in values.items() if v is not None and v != () and v is not False})
+    given = {key: values.pop(key) for key in RENDER_KEYS if key in values}
+    given["extra_vllm_args"] = list(given.get("extra_vllm_args") or ())
+    given["ulimits"] = parse_ulimits(tuple(given.get("ulimits") or ()))
+    return RenderOptions(**{k: v for k, v in given.items() if _given(v)})
+
+
+def _given(value: Any) -> bool:
+    """A value the user gave: not None, not an unset flag, not an empty repeatable option (port 0 is given)."""
+    return value is not None and value is not False and not (isinstance(value, (list, dict)) and not value)
 
 
 @click.command("render")
@@ -37,95 +118,21 @@ def render_options_from(**values: Any) -> Any:  # -> RenderOptions
     "--out",
     "out_dir",
     required=True,
-    type=click.Path(path_type=Path),
+    type=FolderPath(),
     help="The deployment folder to write (created if missing).",
 )
 @planning_options
-@click.option("--port", "host_port", type=int, default=None, help="Host port for the API  [default: 8000].")
-@click.option("--public", is_flag=True, help="Publish on 0.0.0.0 instead of 127.0.0.1 (the API key still applies).")
-@click.option("--base-image", default=None, help="Base image  [default: profiles/vllm.yaml gpu.base_image].")
-@click.option("--vllm-version", default=None, help="vLLM release for GPU images  [default: the pin].")
-@click.option(
-    "--ca-bundle",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Extra PEM CA bundle, trusted in the image from the first step (TLS-inspecting proxies).",
-)
-@click.option(
-    "--wheelhouse",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Folder of wheels to install vLLM from, offline (linked into the folder).",
-)
-@click.option(
-    "--hf-cache",
-    "hf_cache_dir",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Host Hugging Face cache mounted into the container  [default: ~/.cache/huggingface].",
-)
-@click.option(
-    "--hf-token-env",
-    default=None,
-    metavar="NAME",
-    help="Environment variable holding the HF token; copied into r4b.env only  [default: HF_TOKEN].",
-)
-@click.option("--model", default=None, help="Serve this HF id or absolute path instead of the plan's model.")
-@click.option("--served-model-name", default=None, help="The model name clients send  [default: the plan's].")
-@click.option(
-    "--extra-vllm-arg",
-    "extra_vllm_args",
-    multiple=True,
-    metavar="ARG",
-    help="One more argument for `vllm serve` (repeat it; e.g. --extra-vllm-arg=--enforce-eager).",
-)
-@click.option("--shm-size", "shm_size_bytes", default=None, metavar="SIZE", help="/dev/shm size, e.g. 16g.")
-@click.option("--ipc-host", is_flag=True, help="Share the host's IPC namespace instead of a private /dev/shm.")
-@click.option("--ulimit", "ulimits", multiple=True, metavar="NAME=VALUE", help="A container ulimit (repeatable).")
+@render_options
 @click.option("--force", is_flag=True, help="Overwrite hand-edited files, or write into a non-deployment folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print the Deployment as JSON.")
-def command(
-    out_dir: Path,
-    host_port: int | None,
-    public: bool,
-    base_image: str | None,
-    vllm_version: str | None,
-    ca_bundle: Path | None,
-    wheelhouse: Path | None,
-    hf_cache_dir: Path | None,
-    hf_token_env: str | None,
-    model: str | None,
-    served_model_name: str | None,
-    extra_vllm_args: tuple[str, ...],
-    shm_size_bytes: str | None,
-    ipc_host: bool,
-    ulimits: tuple[str, ...],
-    force: bool,
-    as_json: bool,
-    **planning: Any,
-) -> None:
+def command(out_dir: Path, force: bool, as_json: bool, **values: Any) -> None:
     """Write the deployment folder: Dockerfile, compose file, env file, manifest."""
     from r4b_deploy.cli.output import print_json
     from r4b_deploy.planning.planner import make_plan
     from r4b_deploy.render.deployment import write_deployment
 
-    options = render_options_from(
-        host_port=host_port,
-        public=public,
-        base_image=base_image,
-        vllm_version=vllm_version,
-        ca_bundle=ca_bundle,
-        wheelhouse=wheelhouse,
-        hf_cache_dir=hf_cache_dir,
-        hf_token_env=hf_token_env,
-        model=model,
-        served_model_name=served_model_name,
-        extra_vllm_args=list(extra_vllm_args) or None,
-        shm_size_bytes=shm_size_bytes,
-        ipc_host=ipc_host,
-        ulimits=parse_ulimits(ulimits) or None,
-    )
-    plan = make_plan(plan_request_from(**planning))
+    options = render_options_from(values)
+    plan = make_plan(plan_request_from(**values))
     deployment = write_deployment(plan, options, out_dir, force=force)
     if as_json:
         print_json(deployment)
@@ -133,7 +140,7 @@ def command(
     _print_summary(deployment)
 
 
-def _print_summary(deployment: Any) -> None:  # Deployment
+def _print_summary(deployment: Deployment) -> None:
     from rich.markup import escape
     from rich.table import Table
 
@@ -165,7 +172,8 @@ def _print_summary(deployment: Any) -> None:  # Deployment
         )
     out.print(f"Serves {deployment.served_model_name!r} at {deployment.url} once started:", markup=False)
     out.print(
-        f"  docker-compose -p {deployment.project_name} -f {deployment.compose_file} up -d --build",
+        f"  docker compose -p {deployment.project_name} -f {shlex.quote(str(deployment.compose_file))} up -d --build",
         markup=False,
         soft_wrap=True,
     )
+    out.print("  (compose v1: docker-compose with the same arguments)", markup=False)

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 import click
 
 from r4b_deploy.cli.endpoint import endpoint_options, resolve_endpoint
+from r4b_deploy.cli.options import FiniteFloatRange
+from r4b_deploy.client.wire import REQUEST_TIMEOUT_MAX_S
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -44,10 +46,10 @@ def _mode_choices() -> list[str]:
 @click.option(
     "--timeout",
     "timeout_s",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteFloatRange(min=0, min_open=True, max=REQUEST_TIMEOUT_MAX_S),
     default=60.0,
     show_default=True,
-    help="Seconds each request may take, streams included.",
+    help="Seconds each request may take in all, streams included (a run takes at most ~20 of them).",
 )
 @click.option(
     "--protocol-only",
@@ -76,10 +78,15 @@ def command(
     """Check a running R-4B endpoint: text, image, each thinking mode."""
     from pydantic import SecretStr
 
+    from r4b_deploy.atomic import require_writable
     from r4b_deploy.checks.smoke import SmokeConfig, run_smoke
     from r4b_deploy.errors import CheckFailed
 
     url, served_model_name, api_key, _ = resolve_endpoint(url, served_model_name, api_key, env_file, deployment_dir)
+    if json_path and json_path != _STDOUT:  # before the checks: a typo in a path costs nothing
+        require_writable(Path(json_path), "--json")
+    if junit_path:
+        require_writable(junit_path, "--junit")
 
     options: dict = {"url": url, "timeout_s": timeout_s, "protocol_only": protocol_only}
     if served_model_name:
@@ -158,7 +165,7 @@ def _table(rows: list[CheckResult], url: str) -> Table:
     from rich.markup import escape
     from rich.table import Table
 
-    from r4b_deploy.checks.smoke import redact_url
+    from r4b_deploy.client.urls import redact_url
 
     table = Table(title=f"smoke: {escape(redact_url(url))}", title_justify="left")
     table.add_column("check")

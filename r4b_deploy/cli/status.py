@@ -21,7 +21,8 @@ _STATE_STYLE = {"running": "green", "starting": "yellow", "created": "yellow", "
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 def command(deployment_dir: Path, runtime: str | None, as_json: bool) -> None:
     """Show the deployment's state, health, URL and uptime."""
-    from r4b_deploy.launch.state import make_runtime, require_deployment_dir, resolve_runtime_name
+    from r4b_deploy.launch.base import make_runtime
+    from r4b_deploy.launch.state import require_deployment_dir, resolve_runtime_name
 
     folder = require_deployment_dir(deployment_dir)
     status = make_runtime(resolve_runtime_name(folder, runtime)).status(folder)

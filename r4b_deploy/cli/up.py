@@ -10,22 +10,30 @@ from __future__ import annotations
 
 import collections
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from r4b_deploy.cli.options import PLANNING_KEYS, plan_request_from, planning_options
+from r4b_deploy.cli.options import (
+    FiniteFloatRange,
+    FolderPath,
+    bench_gate_options,
+    plan_request_from,
+    planning_options,
+    runtime_option,
+)
+from r4b_deploy.cli.render import render_options, render_options_from
+from r4b_deploy.launch.base import DEFAULT_RUNTIME, RuntimeName
 
 if TYPE_CHECKING:
-    from r4b_deploy.pipeline import UpEvent, UpReport
+    from r4b_deploy.pipeline import UpEvent
+    from r4b_deploy.pipeline_report import BenchPreset, UpReport
 
 DEFAULT_OUT_DIR = Path("deploy")
 BUILD_TAIL_LINES = 6  # build output lines kept under the live display
 PLAIN_HEALTH_EVERY_S = 10.0  # without a terminal, a health-wait line this often
-# `render`'s own options that `up` does not take from it (it has its own --out, --force, --json).
-_NOT_FROM_RENDER = {"out_dir", "force", "as_json", *PLANNING_KEYS}
 
 
 class _Display:
@@ -120,25 +128,35 @@ class _Display:
 
 @contextlib.contextmanager
 def _interrupt_flag() -> Iterator[None]:
-    """Ctrl-C raises KeyboardInterrupt as usual and also sets the pipeline's flag, which its waits
-    re-check (an interrupt swallowed inside a destructor must not leave `up` waiting)."""
+    """Ctrl-C raises KeyboardInterrupt as usual and SIGTERM (a cancelled CI job, a service manager)
+    raises Terminated, a KeyboardInterrupt: `up` cleans up the same way for both. Each also sets the
+    pipeline's flag, which its waits re-check (an interrupt swallowed inside a destructor must not
+    leave `up` waiting). A signal the caller set to be ignored, or handles itself, is left so."""
     import signal
 
+    from r4b_deploy.errors import Terminated
     from r4b_deploy.pipeline import clear_interrupt, request_interrupt
 
-    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-        yield  # SIGINT ignored or handled by someone else: leave it so
-        return
+    def raising(kind: type[KeyboardInterrupt]) -> Callable[[int, object], None]:
+        def handler(signum: int, frame: object) -> None:
+            request_interrupt(kind)
+            raise kind
 
-    def on_sigint(signum: int, frame: object) -> None:
-        request_interrupt()
-        raise KeyboardInterrupt
+        return handler
 
-    signal.signal(signal.SIGINT, on_sigint)
+    defaults = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
+    kinds: dict[signal.Signals, type[KeyboardInterrupt]] = {
+        signal.SIGINT: KeyboardInterrupt,
+        signal.SIGTERM: Terminated,
+    }
+    ours = [sig for sig, default in defaults.items() if signal.getsignal(sig) is default]
+    for sig in ours:
+        signal.signal(sig, raising(kinds[sig]))
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        for sig in ours:
+            signal.signal(sig, defaults[sig])
         clear_interrupt()
 
 
@@ -146,19 +164,14 @@ def _interrupt_flag() -> Iterator[None]:
 @click.option(
     "--out",
     "out_dir",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=FolderPath(file_okay=False),
     default=DEFAULT_OUT_DIR,
     show_default=True,
     help="The deployment folder (written, then launched from).",
 )
 @planning_options
-@click.option(
-    "--runtime",
-    type=click.Choice(["docker", "process"]),
-    default="docker",
-    show_default=True,
-    help="Run the server in a container (docker) or as a local process (process).",
-)
+@render_options
+@runtime_option(default=DEFAULT_RUNTIME, help="Run the server in a container (docker) or as a local process (process).")
 @click.option(
     "--bench",
     type=click.Choice(["quick", "full", "none"]),
@@ -166,10 +179,11 @@ def _interrupt_flag() -> Iterator[None]:
     show_default=True,
     help="Benchmark after the smoke check: a short look, the full sweep, or none.",
 )
+@bench_gate_options
 @click.option(
     "--health-timeout",
     "health_timeout_s",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteFloatRange(min=0, min_open=True),
     default=None,
     metavar="SECONDS",
     help="How long to wait for /health  [default: the rendered health check's start period].",
@@ -178,30 +192,33 @@ def _interrupt_flag() -> Iterator[None]:
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 def command(
     out_dir: Path,
-    runtime: str,
-    bench: str,
+    runtime: RuntimeName,
+    bench: BenchPreset,
+    slos: tuple[str, ...],
+    max_error_rate: float,
     health_timeout_s: float | None,
     force: bool,
     as_json: bool,
     **values: Any,
 ) -> None:
     """Plan, render, build, launch, wait for health, smoke and bench, in one go."""
-    from r4b_deploy.cli.render import parse_ulimits, render_options_from
+    from r4b_deploy.bench.slo import parse_slo
     from r4b_deploy.errors import CheckFailed
     from r4b_deploy.pipeline import run_up
 
-    request = plan_request_from(values)  # pops the planning keys; the render options remain
-    values["extra_vllm_args"] = list(values.get("extra_vllm_args") or ()) or None
-    values["ulimits"] = parse_ulimits(values.get("ulimits") or ()) or None
-    options = render_options_from(**values)
+    gates = [parse_slo(s) for s in slos]  # a bad gate is a usage error before anything starts
+    options = render_options_from(values)  # pops render's keys; the planning keys remain
+    request = plan_request_from(values)
 
     with _Display() as display, _interrupt_flag():
         report = run_up(
             request,
             options,
             out_dir,
-            runtime=runtime,  # type: ignore[arg-type]
-            bench=bench,  # type: ignore[arg-type]
+            runtime=runtime,
+            bench=bench,
+            gates=gates,
+            max_error_rate=max_error_rate,
             health_timeout_s=health_timeout_s,
             force=force,
             on_event=display,
@@ -213,14 +230,14 @@ def command(
     else:
         _print_summary(report)
     if not report.ok:
-        problems = [*report.smoke_failures]
-        if report.bench_error:
-            problems.append(f"bench: {report.bench_error}")
-        raise CheckFailed(
-            f"the endpoint is up, but {len(problems)} check(s) failed: {problems[0]}",
-            fix=f"read {report.report_dir}; the server is still running (stop it: r4b-deploy down --dir "
-            f"{report.deployment_dir})",
+        problems = report.problems()
+        fix = (
+            f"read {report.report_dir}; the server is still running "
+            f"(stop it: r4b-deploy down --dir {report.deployment_dir})"
         )
+        if report.bench_gate_failures:
+            fix += "; --max-error-rate F allows a fraction of failed requests"
+        raise CheckFailed(f"the endpoint is up, but {len(problems)} check(s) failed: {problems[0]}", fix=fix)
 
 
 def _print_summary(report: UpReport) -> None:
@@ -281,13 +298,3 @@ def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:,.1f}"
     return str(value)
-
-
-def _add_render_params(cmd: click.Command) -> None:
-    """`render`'s option objects themselves: one definition for both commands."""
-    from r4b_deploy.cli import render
-
-    cmd.params.extend(p for p in render.command.params if p.name not in _NOT_FROM_RENDER)
-
-
-_add_render_params(command)

@@ -21,11 +21,8 @@ the shared SSE parser and reasoning splitter, records) sustained 1,630–2,090 r
 same zero-work server at concurrency 64 (`vllm bench serve` beside it: 1,150–1,320 req/s;
 scripts/bench_compare.py, 3 rounds, on a machine shared with other work: ranges, not points).
 
-Timings follow `vllm bench serve`: TTFT is the first chunk carrying text (reasoning or
-answer), ITL the gaps between text chunks (per chunk, as vLLM's: one token per chunk unless
-the server batches), latency the arrival of the last text chunk; `usage` gives the token
-counts. Events of one network read share its timestamp and reach the splitter as one delta:
-under load a read holds many events, and that is where a busy client saves its CPU.
+Timings and token counts are those of `client/stream.py`, the accumulator smoke's streamed
+checks use too (the rules of `vllm bench serve`); this module only moves bytes and records.
 """
 
 from __future__ import annotations
@@ -33,31 +30,30 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from array import array
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from r4b_deploy.client.http import normalize_base_url
-from r4b_deploy.client.reasoning import StreamSplitter, think_open_at_start
 from r4b_deploy.client.records import ErrorKind, RequestRecord
-from r4b_deploy.client.sse import SSEEvent, SSEParser
+from r4b_deploy.client.sse import SSELineTooLong, SSEParser
+from r4b_deploy.client.stream import StreamAccumulator
+from r4b_deploy.client.urls import normalize_base_url
 from r4b_deploy.client.wire import (
+    BODY_MAX_BYTES,
     CHAT_PATH,
-    DONE_MARKER,
+    ERROR_BODY_MAX_BYTES,
     MODELS_PATH,
     TOKENIZE_PATH,
-    StreamEventError,
     one_line,
-    parse_stream_event,
     server_error_message,
+    size_text,
     status_error_kind,
 )
 
 if TYPE_CHECKING:
     import aiohttp
 
-ERROR_BODY_MAX_BYTES = 65536  # of an error reply read for its message
 TOKENIZE_CONCURRENCY = 8  # parallel /tokenize calls after a load phase
-_TEXT_FIELDS = ("content", "reasoning", "reasoning_content")
 
 
 @dataclass(slots=True)
@@ -88,8 +84,10 @@ def _transport_error(exc: BaseException, streaming: bool) -> tuple[ErrorKind, st
     """Classify an aiohttp/OS exception; `streaming`: the 200 headers had arrived."""
     import aiohttp
 
-    if isinstance(exc, asyncio.TimeoutError | TimeoutError):  # aiohttp's timeouts subclass it
+    if isinstance(exc, aiohttp.ServerTimeoutError):  # connect or one read: aiohttp's per-wait timeouts
         return "timeout", "timeout: no data within the request timeout" + (" (mid-stream)" if streaming else "")
+    if isinstance(exc, asyncio.TimeoutError | TimeoutError):  # the session's total: a trickling reply
+        return "timeout", "timeout: the request ran past its total deadline" + (" (mid-stream)" if streaming else "")
     if isinstance(exc, aiohttp.ClientConnectorError):
         return "connection", f"connection failed: {one_line(str(exc.os_error) or str(exc))}"
     if streaming or isinstance(exc, aiohttp.ClientPayloadError):
@@ -102,13 +100,13 @@ def _transport_error(exc: BaseException, streaming: bool) -> tuple[ErrorKind, st
 
 
 def open_session(max_connections: int | None, timeout_s: float) -> aiohttp.ClientSession:
-    """One pooled session for a whole run. `timeout_s` bounds connecting and each wait for data
-    (first byte, next chunk), not a whole stream: a slow reply that keeps streaming is not cut,
-    a server that stops is."""
+    """One pooled session for a whole run. `timeout_s` bounds each request in all, stream
+    included (a server that trickles a byte at a time is cut), and so each wait for a
+    connection, a first byte or the next chunk."""
     import aiohttp
 
     connector = aiohttp.TCPConnector(limit=max_connections or 0)
-    timeout = aiohttp.ClientTimeout(total=None, connect=timeout_s, sock_connect=timeout_s, sock_read=timeout_s)
+    timeout = aiohttp.ClientTimeout(total=timeout_s, connect=timeout_s, sock_connect=timeout_s, sock_read=timeout_s)
     # trust_env=False: a benchmark must not be routed through an HTTP proxy from the environment.
     return aiohttp.ClientSession(connector=connector, timeout=timeout, trust_env=False, raise_for_status=False)
 
@@ -130,10 +128,19 @@ async def stream_chat(
     workload: str = "text",
     mode: str | None = None,
     clock_zero_s: float | None = None,
+    max_bytes: int | None = None,
 ) -> RequestRecord:
     """Stream one chat completion and record it (see `stream_chat_outcome`)."""
     outcome = await stream_chat_outcome(
-        session, base_url, body, api_key, timeout_s, workload=workload, mode=mode, clock_zero_s=clock_zero_s
+        session,
+        base_url,
+        body,
+        api_key,
+        timeout_s,
+        workload=workload,
+        mode=mode,
+        clock_zero_s=clock_zero_s,
+        max_bytes=max_bytes,
     )
     return outcome.record
 
@@ -149,12 +156,15 @@ async def stream_chat_outcome(
     mode: str | None = None,
     clock_zero_s: float | None = None,
     headers: dict[str, str] | None = None,
+    max_bytes: int | None = None,
 ) -> ChatOutcome:
     """Stream one chat completion (the body must ask for `stream` with `include_usage`).
 
     `timeout_s` is enforced by the session (`open_session`); it is taken here too so the
     record can say what limit a timeout hit. `clock_zero_s` is the run's perf_counter origin
     for `start_s`. `headers` (from `auth_headers`) saves rebuilding them per request.
+    `max_bytes` caps the stream (`wire.stream_max_bytes(max_tokens)`): a bigger one is a
+    protocol failure, so no server can fill the load generator's memory.
     """
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
     hdrs = headers if headers is not None else auth_headers(api_key)
@@ -162,63 +172,59 @@ async def stream_chat_outcome(
     start_s = t0 - clock_zero_s if clock_zero_s is not None else 0.0
     status: int | None = None
     streaming = False
-    state = _Stream(t0, mode)
+    acc = StreamAccumulator(t0, mode)
     try:
         async with session.post(normalize_base_url(base_url) + CHAT_PATH, data=data, headers=hdrs) as resp:
             status = resp.status
             if status != 200:
                 raw = await resp.content.read(ERROR_BODY_MAX_BYTES)
                 message = f"HTTP {status}: {server_error_message(raw)}"
-                return _failed(state, status_error_kind(status), message, status, workload, mode, start_s)
+                return _failed(acc, status_error_kind(status), message, status, workload, mode, start_s)
             if "text/event-stream" not in resp.headers.get("Content-Type", ""):
                 ctype = resp.headers.get("Content-Type") or "none"
-                return _failed(
-                    state,
-                    "protocol",
-                    f"asked for a stream, got Content-Type {ctype!r}",
-                    status,
-                    workload,
-                    mode,
-                    start_s,
-                )
+                message = f"asked for a stream, got Content-Type {ctype!r}"
+                return _failed(acc, "protocol", message, status, workload, mode, start_s)
             streaming = True
             parser = SSEParser()
-            handle_events = state.handle_events
+            feed = acc.feed
+            clock = time.perf_counter
             # Read to the end of the body even after [DONE]: a connection left with unread bytes
             # cannot go back to the pool, and closing it resets it (RST) under the server's feet.
+            received = 0
+            limit = max_bytes or 0
             async for chunk in resp.content.iter_any():
-                handle_events(parser.feed(chunk))
-                if state.error:
+                received += len(chunk)
+                if limit and received > limit:
+                    message = f"the stream ran past {size_text(limit)} (its max_tokens' worth)"
+                    return _failed(acc, "protocol", message, status, workload, mode, start_s)
+                feed(parser.feed(chunk), clock())
+                if acc.error:
                     break
             else:
-                handle_events(parser.close())
+                feed(parser.close(), clock())
+    except SSELineTooLong as exc:
+        return _failed(acc, "stream", str(exc), status, workload, mode, start_s)
     except Exception as exc:  # every failure becomes a record, none escapes
-        if state.done and not state.error:
-            return state.outcome(status, workload, mode, start_s)  # the reply was whole; only the close failed
+        if acc.done and not acc.error:
+            return _succeeded(acc, status, workload, mode, start_s)  # the reply was whole; only the close failed
         kind, message = _transport_error(exc, streaming)
         if kind == "timeout":
             message += f" ({timeout_s:g} s)"
-        return _failed(state, kind, message, status, workload, mode, start_s)
-    if state.error:
-        return _failed(state, "stream", state.error, status, workload, mode, start_s)
-    if not state.done and state.finish_reason is None:
-        return _failed(state, "stream", "the stream ended without [DONE]", status, workload, mode, start_s)
-    return state.outcome(status, workload, mode, start_s)
-
-
-def _merge(deltas: list[dict]) -> dict:
-    """Several deltas as one: texts concatenated field by field, in order."""
-    merged: dict[str, str] = {}
-    for delta in deltas:
-        for name in _TEXT_FIELDS:
-            text = delta.get(name)
-            if text:
-                merged[name] = merged.get(name, "") + text
-    return merged
+        return _failed(acc, kind, message, status, workload, mode, start_s)
+    problem = acc.failure()
+    if problem:
+        return _failed(acc, "stream", problem, status, workload, mode, start_s)
+    return _succeeded(acc, status, workload, mode, start_s)
 
 
 def _failed(
-    state: _Stream, kind: ErrorKind, message: str, status: int | None, workload: str, mode: str | None, start_s: float
+    acc: StreamAccumulator,
+    kind: ErrorKind,
+    message: str,
+    status: int | None,
+    workload: str,
+    mode: str | None,
+    start_s: float,
 ) -> ChatOutcome:
     return ChatOutcome(
         RequestRecord(
@@ -229,127 +235,51 @@ def _failed(
             workload=workload,
             mode=mode,
             start_s=start_s,
-            latency_s=time.perf_counter() - state.t0,
-            ttft_s=state.ttft_s,
-            itl_s=state.itl_s,
-            finish_reason=state.finish_reason,
+            latency_s=time.perf_counter() - acc.t0,
+            ttft_s=acc.ttft_s,
+            itl_s=array("d", acc.itl_s),
+            finish_reason=acc.finish_reason,
         )
     )
 
 
-class _Stream:
-    """What one streamed reply has told us so far (the per-event hot path)."""
-
-    __slots__ = (
-        "completion_tokens",
-        "done",
-        "error",
-        "finish_reason",
-        "first_answer_s",
-        "itl_s",
-        "last_t",
-        "prompt_tokens",
-        "reasoning_tokens",
-        "splitter",
-        "t0",
-        "ttft_s",
+def _succeeded(
+    acc: StreamAccumulator, status: int | None, workload: str, mode: str | None, start_s: float
+) -> ChatOutcome:
+    reply = acc.reply(time.perf_counter())
+    split = reply.split
+    # Both reasoning and an answer, and usage did not split them: count the answer with /tokenize
+    # after the load phase (never during it: counting must not load the server being measured).
+    unsplit = reply.completion_tokens is not None and reply.reasoning_tokens is None
+    record = RequestRecord(
+        success=True,
+        status_code=status,
+        workload=workload,
+        mode=mode,
+        start_s=start_s,
+        latency_s=reply.latency_s,
+        ttft_s=reply.ttft_s,
+        first_answer_token_s=reply.first_answer_token_s,
+        itl_s=array("d", reply.itl_s),  # compact: a run keeps every record (client/records.py)
+        prompt_tokens=reply.prompt_tokens,
+        output_tokens=reply.completion_tokens,
+        reasoning_tokens=reply.reasoning_tokens,
+        answer_tokens=reply.answer_tokens,
+        finish_reason=reply.finish_reason,
+        thought=split.thought,
+        truncated_reasoning=split.truncated_reasoning,
     )
+    return ChatOutcome(record, split.answer if unsplit else None)
 
-    def __init__(self, t0: float, mode: str | None) -> None:
-        self.t0 = t0
-        self.last_t = t0
-        self.done = False
-        self.error = ""
-        self.ttft_s: float | None = None
-        self.first_answer_s: float | None = None
-        self.itl_s: list[float] = []
-        self.finish_reason: str | None = None
-        self.prompt_tokens: int | None = None
-        self.completion_tokens: int | None = None
-        self.reasoning_tokens: int | None = None
-        self.splitter = StreamSplitter(think_open_at_start=think_open_at_start(mode))
 
-    def handle_events(self, events: list[SSEEvent]) -> None:
-        """Take the events of one network read. They arrived together, so they share one
-        timestamp, and their deltas go to the splitter merged in one call: under heavy load a
-        read holds many events, and this is where a busy client saves its CPU."""
-        if self.done or self.error:
-            return
-        now = time.perf_counter()
-        deltas: list[dict] = []
-        for event in events:
-            data = event.data
-            if data == DONE_MARKER:
-                self.done = True
-                break
-            try:
-                obj = parse_stream_event(data)
-            except StreamEventError as exc:
-                self.error = str(exc)
-                return
-            choices = obj.get("choices")
-            if choices:
-                choice = choices[0]
-                delta = choice.get("delta")
-                if delta and (delta.get("content") or delta.get("reasoning") or delta.get("reasoning_content")):
-                    deltas.append(delta)
-                    if self.ttft_s is None:
-                        self.ttft_s = now - self.t0
-                    else:
-                        self.itl_s.append(now - self.last_t)
-                    self.last_t = now
-                if choice.get("finish_reason"):
-                    self.finish_reason = choice["finish_reason"]
-            usage = obj.get("usage")
-            if usage:
-                self.prompt_tokens = usage.get("prompt_tokens", self.prompt_tokens)
-                self.completion_tokens = usage.get("completion_tokens", self.completion_tokens)
-                details = usage.get("completion_tokens_details")
-                if isinstance(details, dict) and isinstance(details.get("reasoning_tokens"), int):
-                    self.reasoning_tokens = details["reasoning_tokens"]
-        if not deltas:
-            return
-        channel = self.splitter.feed(deltas[0] if len(deltas) == 1 else _merge(deltas))
-        # answer_deltas restarts at a late </think>: the latest "first" answer delta is the real one.
-        if channel == "answer" and self.splitter.answer_deltas == 1:
-            self.first_answer_s = now - self.t0
-
-    def outcome(self, status: int | None, workload: str, mode: str | None, start_s: float) -> ChatOutcome:
-        split = self.splitter.finish(self.finish_reason)
-        first_answer_s = self.first_answer_s if split.answer else None
-        completion = self.completion_tokens
-        reasoning: int | None = None
-        answer: int | None = None
-        answer_text: str | None = None
-        if completion is not None:
-            if self.reasoning_tokens is not None:  # the server split them
-                reasoning, answer = self.reasoning_tokens, completion - self.reasoning_tokens
-            elif not split.answer:  # all reasoning (or nothing at all)
-                reasoning, answer = completion, 0
-            elif not split.thought:  # all answer
-                reasoning, answer = 0, completion
-            else:  # both: count the answer with /tokenize after the load phase
-                answer_text = split.answer
-        latency = (self.last_t if self.ttft_s is not None else time.perf_counter()) - self.t0
-        record = RequestRecord(
-            success=True,
-            status_code=status,
-            workload=workload,
-            mode=mode,
-            start_s=start_s,
-            latency_s=latency,
-            ttft_s=self.ttft_s,
-            first_answer_token_s=first_answer_s,
-            itl_s=self.itl_s,
-            prompt_tokens=self.prompt_tokens,
-            output_tokens=completion,
-            reasoning_tokens=reasoning,
-            answer_tokens=answer,
-            finish_reason=self.finish_reason,
-            thought=split.thought,
-            truncated_reasoning=split.truncated_reasoning,
-        )
-        return ChatOutcome(record, answer_text)
+async def _read_capped(resp: aiohttp.ClientResponse, limit_bytes: int) -> bytes | None:
+    """The whole body, or None once it runs past `limit_bytes` (the rest is left unread)."""
+    body = bytearray()
+    async for chunk in resp.content.iter_any():
+        body += chunk
+        if len(body) > limit_bytes:
+            return None
+    return bytes(body)
 
 
 async def probe_models(
@@ -358,7 +288,10 @@ async def probe_models(
     """GET /v1/models: is anything there, does it take our key, which models does it serve."""
     try:
         async with session.get(normalize_base_url(base_url) + MODELS_PATH, headers=auth_headers(api_key)) as resp:
-            raw = await resp.content.read()
+            if resp.status == 200:
+                raw = await _read_capped(resp, BODY_MAX_BYTES)  # None: too big to be a model list
+            else:
+                raw = await resp.content.read(ERROR_BODY_MAX_BYTES)
             if resp.status != 200:
                 return ProbeResult(
                     ok=False,
@@ -373,7 +306,7 @@ async def probe_models(
         return ProbeResult(ok=False, error_kind=kind, error=message)
     models: list[str] | None = None
     try:
-        listed = json.loads(raw).get("data")
+        listed = json.loads(raw or b"").get("data")
         models = [str(m["id"]) for m in listed if isinstance(m, dict) and "id" in m]
     except (ValueError, AttributeError, TypeError):
         models = None
@@ -403,7 +336,8 @@ async def count_tokens(
                 async with session.post(url, data=payload, headers=headers) as resp:
                     if resp.status != 200:
                         return None
-                    count = (await resp.json(content_type=None)).get("count")
+                    raw = await _read_capped(resp, BODY_MAX_BYTES)
+                    count = json.loads(raw).get("count") if raw is not None else None
                     return int(count) if isinstance(count, int) else None
             except Exception:  # a count we cannot get is reported as unknown
                 return None

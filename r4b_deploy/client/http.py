@@ -2,34 +2,37 @@
 
 Every failure becomes a `ClientError` carrying an `ErrorKind` (the same kinds the load
 generator records) and a one-line message: callers count failures, they never see a
-traceback. Every request is bounded by `timeout_s`, a server that stops mid-stream included.
+traceback. Every request is bounded by `timeout_s`: each read, and the whole request (a
+`Deadline` cuts a server that trickles bytes), streams included; what is read is capped
+(`client/wire.py`), so a huge reply cannot fill the client's memory.
 """
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
-from r4b_deploy.client.reasoning import (
-    REASONING_FIELDS,
-    ReasoningSplit,
-    StreamSplitter,
-    split_reasoning,
-    think_open_at_start,
-)
+from r4b_deploy.client.deadline import Deadline
+from r4b_deploy.client.reasoning import REASONING_FIELDS, ReasoningSplit, split_reasoning, think_open_at_start
 from r4b_deploy.client.records import ErrorKind
-from r4b_deploy.client.sse import SSEParser
+from r4b_deploy.client.sse import SSELineTooLong, SSEParser
+from r4b_deploy.client.stream import StreamAccumulator, token_split
+from r4b_deploy.client.urls import is_loopback, normalize_base_url
 from r4b_deploy.client.wire import (
+    BODY_MAX_BYTES,
     CHAT_PATH,
-    DONE_MARKER,
+    ERROR_BODY_MAX_BYTES,
     HEALTH_PATH,
     MODELS_PATH,
     TOKENIZE_PATH,
-    StreamEventError,
-    parse_stream_event,
     server_error_message,
+    size_text,
+    status_error_kind,
+    stream_max_bytes,
 )
 from r4b_deploy.errors import ExitCode, R4BError
 from r4b_deploy.spec import model_spec
@@ -54,7 +57,7 @@ class ClientError(R4BError):
 
 
 class ChatTimings(BaseModel):
-    latency_s: float  # end to end
+    latency_s: float  # to the last text chunk when streamed (client/stream.py), to the whole body when not
     ttft_s: float | None = None  # first token of any kind (reasoning or answer)
     first_answer_token_s: float | None = None  # first visible answer token (after </think>)
     itl_s: list[float] = Field(default_factory=list)  # gaps between streamed chunks after the first
@@ -66,6 +69,8 @@ class ChatResult(BaseModel):
     finish_reason: str | None = None
     prompt_tokens: int | None = None  # usage.prompt_tokens (None: the server sent no usage)
     completion_tokens: int | None = None
+    reasoning_tokens: int | None = None  # see client/stream.py token_split (None: unknown)
+    answer_tokens: int | None = None
     timings: ChatTimings
     reasoning_field: str | None = None  # "reasoning" or "reasoning_content", as the server named it
     streamed: bool = False
@@ -73,29 +78,8 @@ class ChatResult(BaseModel):
     model: str | None = None  # the model name the server echoed
 
 
-def normalize_base_url(url: str) -> str:
-    """Accept `http://host:port`, with or without a trailing `/` or `/v1`."""
-    url = url.strip().rstrip("/")
-    if url.endswith("/v1"):
-        url = url[: -len("/v1")]
-    return url
-
-
-def _is_loopback(url: str) -> bool:
-    import ipaddress
-    from urllib.parse import urlsplit
-
-    host = urlsplit(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _root_os_error(exc: BaseException) -> BaseException | None:
-    """Walk requests/urllib3 wrappers down to the socket error that caused them."""
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """`exc` and everything requests/urllib3 wrapped in it (reason, cause, context, args), once each."""
     seen: set[int] = set()
     stack: list[BaseException] = [exc]
     while stack:
@@ -103,63 +87,49 @@ def _root_os_error(exc: BaseException) -> BaseException | None:
         if id(e) in seen:
             continue
         seen.add(id(e))
-        if isinstance(e, OSError) and not type(e).__module__.startswith(("requests", "urllib3")):
-            return e
+        yield e
         for nxt in (getattr(e, "reason", None), e.__cause__, e.__context__, *getattr(e, "args", ())):
             if isinstance(nxt, BaseException):
                 stack.append(nxt)
+
+
+def _root_os_error(exc: BaseException) -> BaseException | None:
+    """The socket error under the requests/urllib3 wrappers, if any."""
+    for e in _causes(exc):
+        if isinstance(e, OSError) and not type(e).__module__.startswith(("requests", "urllib3")):
+            return e
     return None
 
 
 def _is_read_timeout(exc: BaseException) -> bool:
     import urllib3.exceptions
 
-    seen: set[int] = set()
-    stack: list[BaseException] = [exc]
-    while stack:
-        e = stack.pop()
-        if id(e) in seen:
-            continue
-        seen.add(id(e))
-        if isinstance(e, (urllib3.exceptions.ReadTimeoutError, TimeoutError)):
-            return True
-        for nxt in (getattr(e, "reason", None), e.__cause__, e.__context__, *getattr(e, "args", ())):
-            if isinstance(nxt, BaseException):
-                stack.append(nxt)
-    return False
+    return any(isinstance(e, (urllib3.exceptions.ReadTimeoutError, TimeoutError)) for e in _causes(exc))
 
 
-def _status_error(resp: requests.Response, has_key: bool, served_model_name: str) -> ClientError:
-    code = resp.status_code
-    text = server_error_message(resp.text or "")
-    if code == 401:
+def _status_error(code: int, body: bytes, has_key: bool, served_model_name: str) -> ClientError:
+    """A non-200 answer as a ClientError: the kind the load generator records, a message, a fix."""
+    kind = status_error_kind(code)
+    text = server_error_message(body)
+    if kind == "http_401":
         if has_key:
-            return ClientError(
-                "http_401",
-                "401: wrong API key",
-                status_code=code,
-                fix="pass the key in the deployment's env file (--deployment DIR)",
-            )
+            fix = "pass the key in the deployment's env file (--deployment DIR)"
+            return ClientError(kind, "401: wrong API key", status_code=code, fix=fix)
         return ClientError(
-            "http_401",
+            kind,
             "401: the server wants an API key and none was given",
             status_code=code,
             fix="pass --api-key, --env-file or --deployment DIR",
         )
-    if code == 404:
-        return ClientError(
-            "http_404",
-            f"404: {text or 'not found'}",
-            status_code=code,
-            fix=f"check the served model name ({served_model_name!r}) and the URL",
-        )
-    if code == 429:
-        return ClientError("http_429", f"429: rate limited: {text}", status_code=code)
-    if 400 <= code < 500:
-        return ClientError("http_4xx", f"{code}: {text}", status_code=code)
-    if code >= 500:
-        return ClientError("http_5xx", f"{code}: server error: {text}", status_code=code)
-    return ClientError("protocol", f"unexpected HTTP status {code}: {text}", status_code=code)
+    if kind == "http_404":
+        fix = f"check the served model name ({served_model_name!r}) and the URL"
+        return ClientError(kind, f"404: {text or 'not found'}", status_code=code, fix=fix)
+    messages: dict[ErrorKind, str] = {
+        "http_429": f"429: rate limited: {text}",
+        "http_4xx": f"{code}: {text}",
+        "http_5xx": f"{code}: server error: {text}",
+    }
+    return ClientError(kind, messages.get(kind, f"unexpected HTTP status {code}: {text}"), status_code=code)
 
 
 class EndpointClient:
@@ -197,12 +167,11 @@ class EndpointClient:
 
     def _sess(self) -> requests.Session:
         if self._session is None:
-            import requests
+            from r4b_deploy.client.session import watched_session
 
-            self._session = requests.Session()
             # A loopback endpoint never goes through a proxy; a remote one keeps the environment's
             # proxy and CA-bundle settings (users behind TLS-inspecting proxies need them).
-            self._session.trust_env = not _is_loopback(self.base_url)
+            self._session = watched_session(trust_env=not is_loopback(self.base_url))
         return self._session
 
     def _headers(self, auth: bool) -> dict[str, str]:
@@ -211,32 +180,36 @@ class EndpointClient:
             headers["Authorization"] = f"Bearer {self._api_key}"
         return headers
 
-    def _request(
-        self, method: str, path: str, *, body: dict[str, Any] | None = None, stream: bool = False, auth: bool = True
+    def _send(
+        self, method: str, path: str, deadline: Deadline, *, body: dict[str, Any] | None = None, auth: bool = True
     ) -> requests.Response:
-        """Send one request; a non-200 answer or no answer raises ClientError."""
+        """Send one request and read its headers; a non-200 answer or no answer raises ClientError.
+        The body is left unread (streamed): callers read it within their bound."""
         import requests
 
-        url = self.base_url + path
         timeout = (self.timeout_s, self.timeout_s)
         try:
             resp = self._sess().request(
-                method, url, json=body, headers=self._headers(auth), timeout=timeout, stream=stream
+                method, self.base_url + path, json=body, headers=self._headers(auth), timeout=timeout, stream=True
             )
-            if resp.status_code != 200:
-                try:
-                    resp.content  # noqa: B018 -- read the error body, bounded by the read timeout
-                finally:
-                    resp.close()
-                raise _status_error(resp, self._api_key is not None, self.served_model_name)
-            return resp
         except requests.exceptions.RequestException as exc:
-            raise self._transport_error(exc, path) from None
+            raise self._transport_error(exc, path, deadline) from None
+        if resp.status_code != 200:
+            try:
+                raw = resp.raw.read(ERROR_BODY_MAX_BYTES, decode_content=True)  # only for its message
+            except Exception:  # a body that breaks or trickles: the status says enough
+                raw = b""
+            finally:
+                resp.close()
+            raise _status_error(resp.status_code, raw, self._api_key is not None, self.served_model_name)
+        return resp
 
-    def _transport_error(self, exc: BaseException, path: str) -> ClientError:
+    def _transport_error(self, exc: BaseException, path: str, deadline: Deadline | None = None) -> ClientError:
         import requests
         import urllib3.exceptions
 
+        if deadline is not None and deadline.expired:
+            return self._deadline_error(path)
         if isinstance(exc, requests.exceptions.Timeout) or _is_read_timeout(exc):
             return ClientError("timeout", f"timeout: no answer from {self.base_url}{path} within {self.timeout_s:g} s")
         if isinstance(exc, (requests.exceptions.ChunkedEncodingError, urllib3.exceptions.ProtocolError)):
@@ -249,16 +222,51 @@ class EndpointClient:
             return ClientError("connection", f"no answer from {self.base_url}{path}: {why}")
         return ClientError("protocol", f"bad request to {self.base_url}{path}: {type(exc).__name__}")
 
-    def _json(self, resp: requests.Response, path: str) -> dict[str, Any]:
+    def _deadline_error(self, path: str) -> ClientError:
+        return ClientError(
+            "timeout",
+            f"timeout: {self.base_url}{path} did not answer in full within {self.timeout_s:g} s"
+            " (each request's total deadline, streams included)",
+        )
+
+    def _read_body(self, resp: requests.Response, path: str, deadline: Deadline) -> bytes:
+        """The whole body, at most BODY_MAX_BYTES: a bigger one is refused, not read."""
+        import urllib3.exceptions
+
+        limit = BODY_MAX_BYTES
+        declared = resp.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise self._too_big(path, limit)
+        body = bytearray()
         try:
-            body = resp.json()
+            while chunk := resp.raw.read1(STREAM_READ_SIZE_BYTES, decode_content=True):
+                body += chunk
+                if len(body) > limit:
+                    raise self._too_big(path, limit)
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise self._transport_error(exc, path, deadline) from None
+        if deadline.expired:  # the deadline cut the socket: what came is not the whole body
+            raise self._deadline_error(path)
+        return bytes(body)
+
+    def _too_big(self, path: str, limit_bytes: int) -> ClientError:
+        return ClientError("protocol", f"{path} answered with a body over {size_text(limit_bytes)}; not read")
+
+    def _json(self, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
+        """One request whose 200 answer is a JSON object: (status, object), in `timeout_s` in all."""
+        with Deadline(self.timeout_s) as deadline:
+            resp = self._send(method, path, deadline, body=body)
+            try:
+                raw = self._read_body(resp, path, deadline)
+            finally:
+                resp.close()
+        try:
+            obj = json.loads(raw)
         except ValueError:
             raise ClientError("protocol", f"{path} answered 200 with a body that is not JSON") from None
-        except Exception as exc:  # a body read that times out or breaks
-            raise self._transport_error(exc, path) from None
-        if not isinstance(body, dict):
+        if not isinstance(obj, dict):
             raise ClientError("protocol", f"{path} answered 200 with JSON that is not an object")
-        return body
+        return resp.status_code, obj
 
     def _chat_body(
         self, messages: list[dict], mode: str | None, max_tokens: int, temperature: float, extra: dict | None
@@ -282,20 +290,24 @@ class EndpointClient:
         """/health's HTTP status (vLLM: 200 when ready). No answer at all raises ClientError."""
         import requests
 
-        try:
-            resp = self._sess().get(
-                self.base_url + HEALTH_PATH, headers=self._headers(False), timeout=(self.timeout_s, self.timeout_s)
-            )
-            resp.close()
-        except requests.exceptions.RequestException as exc:
-            raise self._transport_error(exc, HEALTH_PATH) from None
+        with Deadline(self.timeout_s) as deadline:
+            try:
+                resp = self._sess().get(
+                    self.base_url + HEALTH_PATH,
+                    headers=self._headers(False),
+                    timeout=(self.timeout_s, self.timeout_s),
+                    stream=True,  # the body is never read: the status is the answer
+                )
+                resp.close()
+            except requests.exceptions.RequestException as exc:
+                raise self._transport_error(exc, HEALTH_PATH, deadline) from None
         return resp.status_code
 
     def health(self) -> bool:
         return self.health_status() == 200
 
     def models(self) -> list[str]:
-        body = self._json(self._request("GET", MODELS_PATH), MODELS_PATH)
+        _, body = self._json("GET", MODELS_PATH)
         data = body.get("data")
         if not isinstance(data, list):
             raise ClientError("protocol", f"{MODELS_PATH} has no 'data' list")
@@ -313,7 +325,7 @@ class EndpointClient:
                 body[self._thinking.request_field] = kwargs
         else:
             body["prompt"] = prompt
-        out = self._json(self._request("POST", TOKENIZE_PATH, body=body), TOKENIZE_PATH)
+        _, out = self._json("POST", TOKENIZE_PATH, body)
         count = out.get("count")
         if not isinstance(count, int):
             raise ClientError("protocol", f"{TOKENIZE_PATH} answered without an integer 'count'")
@@ -329,8 +341,7 @@ class EndpointClient:
         extra: dict | None = None,
     ) -> ChatResult:
         t0 = time.perf_counter()
-        resp = self._request("POST", CHAT_PATH, body=self._chat_body(messages, mode, max_tokens, temperature, extra))
-        body = self._json(resp, CHAT_PATH)
+        status, body = self._json("POST", CHAT_PATH, self._chat_body(messages, mode, max_tokens, temperature, extra))
         latency = time.perf_counter() - t0
         choices = body.get("choices")
         if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
@@ -350,16 +361,68 @@ class EndpointClient:
             think_open_at_start=think_open_at_start(mode),
         )
         usage = body.get("usage") or {}
+        if not isinstance(usage, dict):
+            raise ClientError("protocol", f"{CHAT_PATH} answered 200 with a 'usage' that is not an object")
+        completion = usage.get("completion_tokens")
+        details = usage.get("completion_tokens_details")
+        usage_reasoning = details.get("reasoning_tokens") if isinstance(details, dict) else None
+        reasoning_tokens, answer_tokens = token_split(
+            completion, usage_reasoning if isinstance(usage_reasoning, int) else None, split
+        )
         return ChatResult(
-            status_code=resp.status_code,
+            status_code=status,
             split=split,
             finish_reason=finish,
             prompt_tokens=usage.get("prompt_tokens"),
-            completion_tokens=usage.get("completion_tokens"),
+            completion_tokens=completion,
+            reasoning_tokens=reasoning_tokens,
+            answer_tokens=answer_tokens,
             timings=ChatTimings(latency_s=latency),
             reasoning_field=field,
             model=body.get("model"),
         )
+
+    def _accumulate(
+        self, resp: requests.Response, acc: StreamAccumulator, deadline: Deadline, limit_bytes: int
+    ) -> StreamAccumulator:
+        import urllib3.exceptions
+
+        ctype = resp.headers.get("Content-Type", "")
+        if "text/event-stream" not in ctype:
+            raise ClientError("protocol", f"asked for a stream, got Content-Type {ctype or 'none'!r}")
+        parser = SSEParser()
+        received = 0
+        while True:
+            try:
+                data = resp.raw.read1(STREAM_READ_SIZE_BYTES, decode_content=True)
+            except (urllib3.exceptions.HTTPError, OSError) as exc:
+                if not deadline.expired and _is_read_timeout(exc):
+                    raise ClientError(
+                        "timeout",
+                        f"timeout: the stream stalled for {self.timeout_s:g} s after {acc.chunks} text chunk(s)",
+                    ) from None
+                if deadline.expired:
+                    break  # said below, with the chunks that came
+                raise self._transport_error(exc, CHAT_PATH, deadline) from None
+            received += len(data)
+            if received > limit_bytes:
+                raise ClientError(
+                    "protocol", f"the stream from {CHAT_PATH} ran past {size_text(limit_bytes)} (its max_tokens' worth)"
+                )
+            try:
+                events = parser.feed(data) if data else parser.close()
+            except SSELineTooLong as exc:
+                raise ClientError("stream", str(exc)) from None
+            acc.feed(events, time.perf_counter())
+            if acc.done or acc.error or not data:
+                break
+        if deadline.expired and not acc.done:
+            raise ClientError(
+                "timeout",
+                f"timeout: the stream did not end within {self.timeout_s:g} s (it stalled or trickled)"
+                f" after {acc.chunks} text chunk(s)",
+            )
+        return acc
 
     def chat_stream(
         self,
@@ -370,134 +433,44 @@ class EndpointClient:
         temperature: float = 0.0,
         extra: dict | None = None,
     ) -> ChatResult:
-        """Streamed chat with usage in the final chunk; times the first token of each channel.
+        """Streamed chat with usage in the final chunk, accumulated as the load generator does
+        (client/stream.py): the same TTFT, first answer token, ITLs and token counts.
 
-        The whole stream is bounded: each read by `timeout_s`, and the stream by `timeout_s` in
-        all (checked between reads), so a server that trickles or stops mid-stream cannot hang it.
+        The whole stream is bounded: each read by `timeout_s`, the request by `timeout_s` in all
+        (a `Deadline`: a server that trickles or stops mid-stream cannot hang it), and its size by
+        `stream_max_bytes(max_tokens)` (a server cannot fill the client's memory).
         """
-        import urllib3.exceptions
-
         body = self._chat_body(messages, mode, max_tokens, temperature, extra)
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
+        limit = stream_max_bytes(max_tokens)
         t0 = time.perf_counter()
-        deadline = t0 + self.timeout_s
-        resp = self._request("POST", CHAT_PATH, body=body, stream=True)
-        ctype = resp.headers.get("Content-Type", "")
-        if "text/event-stream" not in ctype:
-            resp.close()
-            raise ClientError("protocol", f"asked for a stream, got Content-Type {ctype or 'none'!r}")
-        parser = SSEParser()
-        splitter = StreamSplitter(
-            open_tag=self._thinking.open_tag,
-            close_tag=self._thinking.close_tag,
-            think_open_at_start=think_open_at_start(mode),
-        )
-        state = _StreamState(t0)
-        try:
-            while not state.done:
-                try:
-                    data = resp.raw.read1(STREAM_READ_SIZE_BYTES, decode_content=True)
-                except (urllib3.exceptions.HTTPError, OSError) as exc:
-                    if _is_read_timeout(exc):
-                        raise ClientError(
-                            "timeout",
-                            f"timeout: the stream stalled for {self.timeout_s:g} s after {state.chunks} text chunk(s)",
-                        ) from None
-                    raise self._transport_error(exc, CHAT_PATH) from None
-                events = parser.feed(data) if data else parser.close()
-                for event in events:
-                    state.handle(event.data, splitter)
-                    if state.done:
-                        break
-                if not data:
-                    break
-                if not state.done and time.perf_counter() > deadline:
-                    raise ClientError(
-                        "timeout", f"timeout: the stream from {self.base_url}{CHAT_PATH} ran past {self.timeout_s:g} s"
-                    )
-        finally:
-            resp.close()
-        if not state.done:
-            raise ClientError("stream", "the stream ended without [DONE] (connection closed mid-stream)")
-        latency = time.perf_counter() - t0
-        split = splitter.finish(state.finish_reason)
-        if not split.answer:
-            state.first_answer_s = None  # text that looked like answer turned out to be reasoning
+        with Deadline(self.timeout_s) as deadline:
+            resp = self._send("POST", CHAT_PATH, deadline, body=body)
+            try:
+                acc = self._accumulate(resp, StreamAccumulator(t0, mode), deadline, limit)
+            finally:
+                resp.close()
+        problem = acc.failure()
+        if problem:
+            raise ClientError("stream", problem)
+        reply = acc.reply(time.perf_counter())
         return ChatResult(
             status_code=resp.status_code,
-            split=split,
-            finish_reason=state.finish_reason,
-            prompt_tokens=state.prompt_tokens,
-            completion_tokens=state.completion_tokens,
+            split=reply.split,
+            finish_reason=reply.finish_reason,
+            prompt_tokens=reply.prompt_tokens,
+            completion_tokens=reply.completion_tokens,
+            reasoning_tokens=reply.reasoning_tokens,
+            answer_tokens=reply.answer_tokens,
             timings=ChatTimings(
-                latency_s=latency, ttft_s=state.ttft_s, first_answer_token_s=state.first_answer_s, itl_s=state.itl_s
+                latency_s=reply.latency_s,
+                ttft_s=reply.ttft_s,
+                first_answer_token_s=reply.first_answer_token_s,
+                itl_s=reply.itl_s,
             ),
-            reasoning_field=splitter.reasoning_field,
+            reasoning_field=reply.reasoning_field,
             streamed=True,
-            chunks=state.chunks,
-            model=state.model,
+            chunks=reply.chunks,
+            model=reply.model,
         )
-
-
-class _StreamState:
-    """What one streamed reply has told us so far."""
-
-    __slots__ = (
-        "chunks",
-        "completion_tokens",
-        "done",
-        "finish_reason",
-        "first_answer_s",
-        "itl_s",
-        "last_chunk_t",
-        "model",
-        "prompt_tokens",
-        "t0",
-        "ttft_s",
-    )
-
-    def __init__(self, t0: float) -> None:
-        self.t0 = t0
-        self.done = False
-        self.chunks = 0
-        self.ttft_s: float | None = None
-        self.first_answer_s: float | None = None
-        self.itl_s: list[float] = []
-        self.last_chunk_t = t0
-        self.finish_reason: str | None = None
-        self.prompt_tokens: int | None = None
-        self.completion_tokens: int | None = None
-        self.model: str | None = None
-
-    def handle(self, data: str, splitter: StreamSplitter) -> None:
-        if data == DONE_MARKER:
-            self.done = True
-            return
-        try:
-            obj = parse_stream_event(data)
-        except StreamEventError as exc:
-            raise ClientError("stream", str(exc)) from None
-        now = time.perf_counter()
-        self.model = self.model or obj.get("model")
-        for choice in obj.get("choices") or ():
-            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
-                continue
-            delta = choice.get("delta")
-            if isinstance(delta, dict):
-                channel = splitter.feed(delta)
-                if channel is not None:
-                    self.chunks += 1
-                    if self.ttft_s is None:
-                        self.ttft_s = now - self.t0
-                    else:
-                        self.itl_s.append(now - self.last_chunk_t)
-                    self.last_chunk_t = now
-                    if channel == "answer" and splitter.answer_deltas == 1:
-                        self.first_answer_s = now - self.t0
-            if choice.get("finish_reason"):
-                self.finish_reason = choice["finish_reason"]
-        usage = obj.get("usage")
-        if isinstance(usage, dict):
-            self.prompt_tokens = usage.get("prompt_tokens", self.prompt_tokens)
-            self.completion_tokens = usage.get("completion_tokens", self.completion_tokens)

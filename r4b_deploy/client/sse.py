@@ -16,6 +16,11 @@ _CR = b"\r"
 _LF = b"\n"
 _DATA_PREFIX = b"data: "
 _DATA_PREFIX_LEN = len(_DATA_PREFIX)
+LINE_MAX_BYTES = 1024 * 1024  # one line of a stream; an OpenAI chunk's line is ~200 bytes
+
+
+class SSELineTooLong(ValueError):
+    """A line that never ends: the parser would have to keep all of it in memory."""
 
 
 @dataclass(slots=True)
@@ -49,6 +54,7 @@ class SSEParser:
         self._started = False  # a leading BOM is stripped once
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
+        """The events `chunk` completed; SSELineTooLong when a line outgrows LINE_MAX_BYTES."""
         if not chunk:
             return []
         if self._skip_lf:
@@ -70,6 +76,8 @@ class SSEParser:
             buf = buf.replace(b"\r\n", _LF).replace(_CR, _LF)
         lines = buf.split(_LF)
         self._buf = lines.pop()  # the unfinished last line (b"" when buf ended with a line end)
+        if len(self._buf) > LINE_MAX_BYTES:
+            raise SSELineTooLong(f"malformed SSE: a line over {LINE_MAX_BYTES} bytes without a line end")
         return self._lines(lines)
 
     def close(self) -> list[SSEEvent]:

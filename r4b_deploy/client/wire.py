@@ -15,6 +15,22 @@ HEALTH_PATH = "/health"
 TOKENIZE_PATH = "/tokenize"
 ERROR_TEXT_MAX_CHARS = 200  # how much of a server's error body a message quotes
 EVENT_SAMPLE_CHARS = 60  # how much of a malformed stream event a message quotes
+REQUEST_TIMEOUT_MAX_S = 24 * 3600.0  # longer is "forever" to a CI job (and overflows timers at 1e308)
+# What a client reads of a reply, so a server cannot fill its memory:
+ERROR_BODY_MAX_BYTES = 65536  # an error reply, read only for its message
+BODY_MAX_BYTES = 8 * 1024 * 1024  # a whole JSON reply (models, tokenize, a non-streamed chat)
+STREAM_BASE_MAX_BYTES = 65536  # a stream's events that are not tokens (role, finish, usage, [DONE])
+STREAM_TOKEN_MAX_BYTES = 4096  # one token's event, generous: vLLM's are ~200 bytes
+
+
+def stream_max_bytes(max_tokens: int) -> int:
+    """The most bytes a streamed reply of `max_tokens` tokens may take: a stream past it is not
+    a reply the request asked for (and must not fill the client's memory)."""
+    return STREAM_BASE_MAX_BYTES + max_tokens * STREAM_TOKEN_MAX_BYTES
+
+
+def size_text(n_bytes: int) -> str:
+    return f"{n_bytes / (1024 * 1024):g} MiB" if n_bytes >= 1024 * 1024 else f"{n_bytes / 1024:g} KiB"
 
 
 def one_line(text: str, limit: int = ERROR_TEXT_MAX_CHARS) -> str:

@@ -27,6 +27,9 @@ _IGNORED_PREFIXES = ("nvidia", "geforce", "tesla")
 _MAX_SUGGESTIONS = 5
 _SUGGESTION_CUTOFF = 0.5
 LIST_COMMAND = "r4b-deploy gpus --catalog"
+# Bounds of a described card: vLLM's CUDA builds need Volta (7.0) or newer; no GPU today has 1 TiB.
+MIN_COMPUTE_MAJOR = 7
+MAX_CUSTOM_MEMORY_BYTES = 1024**4
 
 
 class GpuCatalogEntry(BaseModel):
@@ -42,10 +45,19 @@ class GpuCatalogEntry(BaseModel):
     compute_capability: str = Field(pattern=r"^\d+\.\d+$")
     architecture: str
     nvlink: bool
+    source: str = Field(min_length=1)  # where memory and compute capability were read
+    # The total CUDA reports (torch.cuda.mem_get_info), which vLLM's budget is a share of; measured
+    # in a vLLM log, with that log as cuda_total_source. None: NVML's total less memory.yaml's margin.
+    cuda_total_mib: int | None = Field(default=None, gt=0)
+    cuda_total_source: str | None = None
 
     @property
     def memory_total_bytes(self) -> int:
         return self.memory_mib * BYTES_PER_MIB
+
+    @property
+    def cuda_total_bytes(self) -> int | None:
+        return None if self.cuda_total_mib is None else self.cuda_total_mib * BYTES_PER_MIB
 
     def matches_nvml_name(self, nvml_name: str) -> bool:
         name = nvml_name.strip().casefold()
@@ -170,8 +182,41 @@ def closest_names(name: str) -> list[str]:
     return list(dict.fromkeys(found))[:_MAX_SUGGESTIONS]
 
 
+# An unlisted card described by its memory and compute capability: "16GiB@8.9", "12GB@8.6:2".
+_CUSTOM_GPU = re.compile(r"^\s*(?P<amount>\d+(?:\.\d+)?)\s*(?P<unit>GiB|GB|MiB)\s*@\s*(?P<cc>\d{1,2}\.\d)\s*$", re.I)
+_UNIT_BYTES = {"gib": 1024**3, "gb": 1000**3, "mib": BYTES_PER_MIB}
+CUSTOM_GPU_FIX = "write MEMORY@COMPUTE[:COUNT] with the memory nvidia-smi shows, e.g. 16GiB@8.9 or 12GB@8.6:2"
+
+
+def custom_gpu_entry(text: str) -> GpuCatalogEntry | None:
+    """'16GiB@8.9' -> an entry for that card (None if `text` is not of that form). The memory is
+    taken as NVML's total; CUDA's is that less memory.yaml's margin."""
+    match = _CUSTOM_GPU.match(text)
+    if match is None:
+        return None
+    memory_mib = int(float(match["amount"]) * _UNIT_BYTES[match["unit"].casefold()] // BYTES_PER_MIB)
+    major = int(match["cc"].split(".")[0])
+    if memory_mib <= 0 or memory_mib * BYTES_PER_MIB > MAX_CUSTOM_MEMORY_BYTES or major < MIN_COMPUTE_MAJOR:
+        raise UsageError(
+            f"GPU {text.strip()!r}: memory must be above 0 and at most {MAX_CUSTOM_MEMORY_BYTES // 1024**3} GiB, "
+            f"compute capability at least {MIN_COMPUTE_MAJOR}.0",
+            fix=CUSTOM_GPU_FIX,
+        )
+    cc = match["cc"]
+    return GpuCatalogEntry(
+        name=f"GPU-{memory_mib}MiB-cc{cc.replace('.', '')}",
+        nvml_names=[f"{memory_mib}MiB@{cc}"],
+        memory_mib=memory_mib,
+        memory_basis="nominal",
+        compute_capability=cc,
+        architecture="unlisted",
+        nvlink=False,
+        source="described on the command line",
+    )
+
+
 def parse_gpu_spec(spec: str) -> tuple[GpuCatalogEntry, int]:
-    """'A100-80GB:8' -> (entry, 8); the count defaults to 1."""
+    """'A100-80GB:8' -> (entry, 8), '16GiB@8.9:2' -> (an unlisted card, 2); the count defaults to 1."""
     name, sep, count_text = spec.strip().partition(":")
     if not name.strip():
         raise UsageError(
@@ -186,7 +231,7 @@ def parse_gpu_spec(spec: str) -> tuple[GpuCatalogEntry, int]:
                 fix="write NAME[:COUNT], e.g. A100-80GB:8",
             )
         count = int(count_text)
-    return catalog_entry(name), count
+    return custom_gpu_entry(name) or catalog_entry(name), count
 
 
 def inventory_from_catalog(spec: str) -> Inventory:
@@ -202,7 +247,15 @@ def inventory_from_catalog(spec: str) -> Inventory:
         for i in range(count)
     ]
     basis = "as NVML reports it" if entry.memory_basis == "reported" else "nominal"
-    notes = [f"named, not measured: {count}× {entry.name} from the GPU catalog, {entry.memory_mib} MiB each ({basis})"]
+    if entry.source == "described on the command line":
+        notes = [
+            f"described, not measured: {count}× an unlisted GPU, {entry.memory_mib} MiB each, compute "
+            f"{entry.compute_capability}"
+        ]
+    else:
+        notes = [
+            f"named, not measured: {count}× {entry.name} from the GPU catalog, {entry.memory_mib} MiB each ({basis})"
+        ]
     if count > 1 and entry.nvlink:
         notes.append(f"NVLink between the {entry.name}s is not assumed: measure the machine to know")
     return Inventory(source="catalog", gpus=gpus, notes=notes)

@@ -12,6 +12,18 @@ from r4b_deploy.errors import UsageError
 BYTES_PER_MIB = 1024**2
 BYTES_PER_GIB = 1024**3
 BYTES_PER_GB = 1000**3
+# NVML's types: an unsigned int device index, unsigned 64-bit byte counts. A file claiming more is
+# not a GPU (and 10**400 bytes would overflow the planner's float arithmetic).
+MAX_GPU_INDEX = 2**32 - 1
+MAX_MEMORY_BYTES = 2**64 - 1
+# `gpus --json` of a large machine is a few KB; anything far bigger is the wrong file.
+MAX_INVENTORY_FILE_BYTES = 1024**2
+
+
+def compute_capability_tuple(text: str) -> tuple[int, int]:
+    """ "8.9" -> (8, 9): compared as numbers, so 10.0 ranks above 9.0."""
+    major, minor = text.split(".")
+    return int(major), int(minor)
 
 
 class GPU(BaseModel):
@@ -19,20 +31,19 @@ class GPU(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    index: int = Field(ge=0)
+    index: int = Field(ge=0, le=MAX_GPU_INDEX)
     name: str
     uuid: str | None = None
     pci_bus_id: str | None = None
-    memory_total_bytes: int = Field(gt=0)
-    memory_free_bytes: int | None = Field(default=None, ge=0)
-    compute_capability: str = Field(pattern=r"^\d+\.\d+$")
+    memory_total_bytes: int = Field(gt=0, le=MAX_MEMORY_BYTES)
+    memory_free_bytes: int | None = Field(default=None, ge=0, le=MAX_MEMORY_BYTES)
+    compute_capability: str = Field(pattern=r"^\d{1,3}\.\d{1,3}$")
     mig_enabled: bool | None = None
-    nvlink_active_links: int = Field(default=0, ge=0)
+    nvlink_active_links: int = Field(default=0, ge=0, le=MAX_GPU_INDEX)
 
     @property
     def compute_capability_tuple(self) -> tuple[int, int]:
-        major, minor = self.compute_capability.split(".")
-        return int(major), int(minor)
+        return compute_capability_tuple(self.compute_capability)
 
 
 class Inventory(BaseModel):
@@ -79,19 +90,22 @@ def load_inventory_file(path: str | Path) -> Inventory:
 
     from pydantic import ValidationError
 
+    from r4b_deploy.datafile import validation_problem
+
     path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError as exc:
-        raise UsageError(f"inventory file {path} not found", fix=INVENTORY_FILE_FIX) from exc
-    except OSError as exc:
-        raise UsageError(f"cannot read inventory file {path}: {exc.strerror or exc}", fix=INVENTORY_FILE_FIX) from exc
+    text = _read_inventory_text(path)
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise UsageError(
             f"inventory file {path} is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
             fix=INVENTORY_FILE_FIX,
+        ) from exc
+    except RecursionError as exc:
+        raise UsageError(f"inventory file {path} is not an inventory: nested too deep", fix=INVENTORY_FILE_FIX) from exc
+    except ValueError as exc:  # Python's limit on the digits of an int (sys.get_int_max_str_digits)
+        raise UsageError(
+            f"inventory file {path} is not an inventory: a number too long", fix=INVENTORY_FILE_FIX
         ) from exc
     if not isinstance(data, dict):
         raise UsageError(
@@ -101,12 +115,34 @@ def load_inventory_file(path: str | Path) -> Inventory:
     try:
         inventory = Inventory.model_validate({**data, "source": "file"})
     except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        raise UsageError(f"inventory file {path}: field {field!r}: {first['msg']}", fix=INVENTORY_FILE_FIX) from exc
+        problem = validation_problem(exc)
+        message = f"inventory file {path}: field {problem.field!r}: {problem.message}"
+        raise UsageError(message, fix=INVENTORY_FILE_FIX) from exc
     _check_consistent(inventory, path)
     origin = f" (measured there by {measured_by})" if measured_by == "nvml" else ""
     return inventory.model_copy(update={"notes": [*inventory.notes, f"read from {path}{origin}"]})
+
+
+def _read_inventory_text(path: Path) -> str:
+    """The file's text, read up to MAX_INVENTORY_FILE_BYTES: a device or a huge file is not read whole."""
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(MAX_INVENTORY_FILE_BYTES + 1)
+    except FileNotFoundError as exc:
+        raise UsageError(f"inventory file {path} not found", fix=INVENTORY_FILE_FIX) from exc
+    except OSError as exc:
+        raise UsageError(f"cannot read inventory file {path}: {exc.strerror or exc}", fix=INVENTORY_FILE_FIX) from exc
+    if len(data) > MAX_INVENTORY_FILE_BYTES:
+        raise UsageError(
+            f"inventory file {path} is larger than {MAX_INVENTORY_FILE_BYTES // 1024} KiB: not an inventory",
+            fix=INVENTORY_FILE_FIX,
+        )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(
+            f"inventory file {path} is not UTF-8 text (byte {exc.start}): not an inventory", fix=INVENTORY_FILE_FIX
+        ) from exc
 
 
 def _check_consistent(inventory: Inventory, path: Path) -> None:

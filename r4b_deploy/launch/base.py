@@ -1,13 +1,32 @@
-"""What every runtime (docker, process) returns, so `up`, `down`, `status` and `logs` share one shape."""
+"""The one runtime protocol (docker, process), its result models, its name type and its factory.
+
+`up` drives a runtime through every step (build, start, wait, is_alive, log tail, save failure
+log, stop); `down`, `status` and `logs` need only a folder. So the steps that act on a freshly
+rendered deployment take the loaded `Deployment` (and the env file's values, read once by the
+caller), and the steps that must work on whatever a folder left behind take the folder: a folder
+whose manifest is damaged or gone may still have a container or process to stop.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, ClassVar, Literal, Protocol, get_args
 
 from pydantic import BaseModel, ConfigDict
+
+from r4b_deploy.errors import UsageError
+
+if TYPE_CHECKING:
+    from r4b_deploy.deployment import Deployment
+
+RuntimeName = Literal["docker", "process"]
+RUNTIME_NAMES: tuple[RuntimeName, ...] = get_args(RuntimeName)
+# What `down`/`status`/`logs` assume for a folder that was rendered but never launched by `up`
+# (its compose file is what a user would run by hand).
+DEFAULT_RUNTIME: RuntimeName = "docker"
+RuntimeState = Literal["absent", "created", "starting", "running", "exited", "unhealthy"]
 
 
 class Endpoint(BaseModel):
@@ -23,8 +42,8 @@ class Endpoint(BaseModel):
 class RuntimeStatus(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    runtime: Literal["docker", "process"]
-    state: Literal["absent", "created", "starting", "running", "exited", "unhealthy"]
+    runtime: RuntimeName
+    state: RuntimeState
     healthy: bool | None = None
     url: str | None = None
     started_at: datetime | None = None
@@ -36,20 +55,97 @@ class RuntimeStatus(BaseModel):
 class StopResult(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    runtime: Literal["docker", "process"]
+    runtime: RuntimeName
     stopped: bool  # False: nothing was running (down is idempotent)
     removed: list[str] = []  # container names / pids / leftovers removed
 
 
+class BuildLine(BaseModel):
+    """One line of build output, with the step it belongs to (for a live progress display)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    step: int | None = None
+    steps_total: int | None = None
+    text: str
+
+
+class BuildResult(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    image_tag: str
+    built: bool  # False: the content-addressed tag existed, nothing was sent to the daemon
+    steps_total: int = 0
+    steps_cached: int = 0
+    steps_rebuilt: int = 0  # steps that ran (FROM lines excluded): 0 means every layer came from the cache
+    duration_s: float = 0.0
+    image_size_bytes: int | None = None
+
+
 class Runtime(Protocol):
-    """Both runtimes take the deployment folder: it is the contract between render and launch."""
+    """What `up`, `down`, `status` and `logs` need from a runtime. Both runtimes subclass it, so
+    `wait` and `log_tail` (the same for both) are written once here.
 
-    name: Literal["docker", "process"]
+    Folder arguments may be any path naming the folder: runtimes look it up by its identity
+    (`r4b_deploy.deployment.folder_identity`).
+    """
 
-    def start(self, deployment_dir: Path) -> Endpoint: ...
+    name: RuntimeName
+    builds_image: ClassVar[bool] = False  # whether `build` does anything (`up` shows a build stage then)
 
-    def stop(self, deployment_dir: Path) -> StopResult: ...
+    def build(self, deployment: Deployment, *, force: bool = False) -> BuildResult | None:
+        """Make what `start` needs (docker: the image); None when there is nothing to build."""
+        ...
 
-    def status(self, deployment_dir: Path) -> RuntimeStatus: ...
+    def start(self, deployment: Deployment, env: Mapping[str, str]) -> Endpoint:
+        """Start the server and return at once; `env` is the env file's values (secrets)."""
+        ...
 
-    def logs(self, deployment_dir: Path, tail: int | None = None, follow: bool = False) -> Iterator[str]: ...
+    def is_alive(self, folder: Path) -> bool:
+        """Is the folder's server still there (for the health wait: a dead one fails it at once)?"""
+        ...
+
+    def logs(self, folder: Path, tail: int | None = None, follow: bool = False) -> Iterator[str]: ...
+
+    def save_failure_log(self, folder: Path) -> Path | None:
+        """Keep the whole server log in the folder before `stop` removes it; where it is, or None."""
+        ...
+
+    def stop(self, folder: Path) -> StopResult:
+        """Stop and remove whatever runs for the folder. Idempotent."""
+        ...
+
+    def status(self, folder: Path) -> RuntimeStatus: ...
+
+    def wait(
+        self, folder: Path, endpoint: Endpoint, timeout_s: float, on_tick: Callable[[float], None] | None = None
+    ) -> float:
+        """Wait for /health (seconds taken); LaunchError when the server dies or the time runs out."""
+        from r4b_deploy.launch.health import wait_healthy
+
+        return wait_healthy(endpoint.url, timeout_s, is_alive=lambda: self.is_alive(folder), on_tick=on_tick)
+
+    def log_tail(self, folder: Path, lines: int) -> str:
+        """The server's last `lines` lines, as one text."""
+        return "\n".join(list(self.logs(folder, tail=lines))[-lines:])
+
+
+def make_runtime(
+    name: str,
+    *,
+    on_build_line: Callable[[BuildLine], None] | None = None,
+    on_progress: Callable[[str], None] | None = None,
+) -> Runtime:
+    """The runtime by name; imports only the one asked for (docker-py is heavy).
+
+    `on_build_line` receives docker's build output, `on_progress` the process runtime's set-up notes.
+    """
+    if name == "docker":
+        from r4b_deploy.launch.docker_runtime import DockerRuntime
+
+        return DockerRuntime(on_build_line=on_build_line)
+    if name == "process":
+        from r4b_deploy.launch.process_runtime import ProcessRuntime
+
+        return ProcessRuntime(on_progress=on_progress)
+    raise UsageError(f"--runtime: {name!r} is not one of {', '.join(RUNTIME_NAMES)}")

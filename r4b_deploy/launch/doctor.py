@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel, ConfigDict, computed_field
 
 from r4b_deploy.errors import EnvironmentProblem, R4BError
+from r4b_deploy.launch.base import RuntimeName
 
 if TYPE_CHECKING:
     import docker
 
 CheckStatus = Literal["pass", "warn", "fail", "skip"]
-RuntimeName = Literal["docker", "process"]
 
 BYTES_PER_GB = 1000**3
 # What an image build needs on the Docker data-root. The classic builder keeps the build stage's
@@ -77,14 +77,10 @@ class DoctorReport(BaseModel):
 
 
 def version_tuple(text: str) -> tuple[int, ...]:
-    """ "550.54.15" -> (550, 54, 15); non-numeric parts end the version."""
-    out = []
-    for part in text.strip().split("."):
-        digits = "".join(c for c in part if c.isdigit())
-        if not digits:
-            break
-        out.append(int(digits))
-    return tuple(out)
+    """ "550.54.15" -> (550, 54, 15): the release numbers, compared numerically (12.10 > 12.8)."""
+    from packaging.version import Version
+
+    return Version(text.strip()).release
 
 
 def _gb(n_bytes: float) -> str:
@@ -119,9 +115,10 @@ def disk_check(name: str, where: Path, need_bytes: int, what: str) -> DoctorChec
 # ---------------------------------------------------------------- the checks
 
 
-def check_driver(rehearsal: bool) -> tuple[DoctorCheck, DoctorCheck]:
-    """Driver and CUDA version against the pinned vLLM's needs (profiles/vllm.yaml gpu)."""
-    from r4b_deploy.render.pins import gpu_pins
+def check_driver(rehearsal: bool, vllm_version: str | None = None) -> tuple[DoctorCheck, DoctorCheck]:
+    """Driver and CUDA version against the needs of the vLLM release this host gets: the newest in
+    profiles/vllm.yaml gpu.releases the driver runs (as `plan` chooses), or `vllm_version`."""
+    from r4b_deploy.pins import choose_gpu_pins, gpu_pins
 
     if rehearsal:
         reason = "the CPU rehearsal needs no GPU"
@@ -129,9 +126,9 @@ def check_driver(rehearsal: bool) -> tuple[DoctorCheck, DoctorCheck]:
             DoctorCheck(name="driver", status="skip", message=reason),
             DoctorCheck(name="cuda", status="skip", message=reason),
         )
-    pins = gpu_pins()
+    newest = gpu_pins()
     install_fix = (
-        f"install NVIDIA driver {pins.recommended_driver_version} or newer (nvidia-smi must work), "
+        f"install NVIDIA driver {newest.recommended_driver_version} or newer (nvidia-smi must work), "
         "or rehearse without a GPU: r4b-deploy up --rehearsal"
     )
     try:
@@ -146,6 +143,13 @@ def check_driver(rehearsal: bool) -> tuple[DoctorCheck, DoctorCheck]:
     names = ", ".join(sorted({g.name for g in inventory.gpus})) or "no GPU"
     driver = inventory.driver_version
     summary = f"{len(inventory.gpus)} GPU(s): {names}"
+    choice = choose_gpu_pins(driver, vllm_version)
+    pins = choice.pins
+    newest_note = (
+        ""
+        if pins.vllm_version == newest.vllm_version
+        else f"; {newest.recommended_driver_version} or newer runs the newest, vLLM {newest.vllm_version}"
+    )
     if driver is None:
         driver_check = DoctorCheck(
             name="driver", status="warn", message=f"NVML did not report the driver version ({summary})", fix=install_fix
@@ -155,7 +159,8 @@ def check_driver(rehearsal: bool) -> tuple[DoctorCheck, DoctorCheck]:
             name="driver",
             status="fail",
             message=f"driver {driver} is older than {pins.min_driver_version}, the oldest that runs "
-            f"vLLM {pins.vllm_version}'s CUDA {pins.cuda_runtime} wheels ({summary})",
+            f"vLLM {pins.vllm_version}'s CUDA {pins.cuda_runtime} wheels; the newest, {newest.vllm_version}, "
+            f"needs {newest.min_driver_version} ({summary})",
             fix=install_fix,
         )
     elif version_tuple(driver) < version_tuple(pins.recommended_driver_version):
@@ -163,11 +168,13 @@ def check_driver(rehearsal: bool) -> tuple[DoctorCheck, DoctorCheck]:
             name="driver",
             status="warn",
             message=f"driver {driver} runs CUDA {pins.cuda_runtime} only through minor-version compatibility "
-            f"(recommended: {pins.recommended_driver_version} or newer) ({summary})",
-            fix=f"upgrade to NVIDIA driver {pins.recommended_driver_version} or newer when you can",
+            f"(recommended: {pins.recommended_driver_version} or newer) ({summary}). {choice.reason}",
+            fix=f"upgrade to NVIDIA driver {pins.recommended_driver_version} or newer when you can{newest_note}",
         )
     else:
-        driver_check = DoctorCheck(name="driver", status="pass", message=f"driver {driver} ({summary})")
+        driver_check = DoctorCheck(
+            name="driver", status="pass", message=f"driver {driver} ({summary}). {choice.reason}"
+        )
 
     cuda = inventory.cuda_driver_version
     if cuda is None:
@@ -197,7 +204,7 @@ def check_driver(rehearsal: bool) -> tuple[DoctorCheck, DoctorCheck]:
 
 
 def _docker_client() -> tuple[docker.DockerClient | None, DoctorCheck]:
-    from r4b_deploy.launch.docker_runtime import connect
+    from r4b_deploy.launch.docker_client import connect
 
     try:
         client = connect()
@@ -215,7 +222,7 @@ def _probe_image(client: docker.DockerClient) -> str | None:
     """A local image to run the GPU probe in: the base image if present, else any tagged image."""
     import docker as docker_sdk
 
-    from r4b_deploy.render.pins import gpu_pins
+    from r4b_deploy.pins import gpu_pins
 
     with contextlib.suppress(docker_sdk.errors.DockerException):
         client.images.get(gpu_pins().base_image)
@@ -231,7 +238,8 @@ def check_nvidia_runtime(client: docker.DockerClient, probe: bool = True) -> Doc
     """Can Docker give a container a GPU? The runtimes `docker info` lists, then a real GPU request."""
     import docker as docker_sdk
 
-    from r4b_deploy.launch.docker_runtime import GPU_DRIVER_MARKERS, NVIDIA_TOOLKIT_FIX, api_explanation
+    from r4b_deploy.launch.docker_client import api_explanation
+    from r4b_deploy.launch.docker_spec import GPU_DRIVER_MARKERS, NVIDIA_TOOLKIT_FIX
 
     try:
         runtimes = sorted((client.info().get("Runtimes") or {}).keys())
@@ -341,8 +349,8 @@ def check_shm(runtime: RuntimeName, ipc_host: bool) -> DoctorCheck:
 
 
 def check_port(port: int, public: bool) -> DoctorCheck:
+    from r4b_deploy.deployment import LOCAL_BIND_ADDRESS, PUBLIC_BIND_ADDRESS
     from r4b_deploy.launch.ports import port_problem
-    from r4b_deploy.render.deployment import LOCAL_BIND_ADDRESS, PUBLIC_BIND_ADDRESS
 
     host = PUBLIC_BIND_ADDRESS if public else LOCAL_BIND_ADDRESS
     problem = port_problem(host, port)
@@ -393,10 +401,13 @@ def run_doctor(
     environ: Mapping[str, str] | None = None,
 ) -> DoctorReport:
     """Every check, in the order a user would fix them. Never raises for what it finds: that is the report."""
-    from r4b_deploy.render.options import DEFAULT_HF_TOKEN_ENV, DEFAULT_HOST_PORT, RenderOptions
+    from r4b_deploy.render.options import DEFAULT_HOST_PORT, RenderOptions
 
     environ = os.environ if environ is None else environ
-    hf_cache = hf_cache_dir or RenderOptions().hf_cache_dir
+    # The values `render` will get, validated as render validates them (a UsageError, before any check).
+    given = {"hf_cache_dir": hf_cache_dir, "hf_token_env": hf_token_env}
+    options = RenderOptions(**{key: value for key, value in given.items() if value is not None})
+    hf_cache = options.hf_cache_dir
     checks: list[DoctorCheck] = []
     checks += check_driver(rehearsal)
     if runtime == "docker":
@@ -421,5 +432,5 @@ def run_doctor(
     checks.append(check_weights_disk(hf_cache, rehearsal))
     checks.append(check_shm(runtime, ipc_host))
     checks.append(check_port(port if port is not None else DEFAULT_HOST_PORT, public))
-    checks.append(check_hf_token(hf_token_env or DEFAULT_HF_TOKEN_ENV, environ, rehearsal, gated))
+    checks.append(check_hf_token(options.hf_token_env, environ, rehearsal, gated))
     return DoctorReport(runtime=runtime, rehearsal=rehearsal, checks=checks)

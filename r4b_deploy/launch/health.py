@@ -1,36 +1,22 @@
-"""Waiting for a vLLM server to answer `/health`: the one readiness probe both runtimes use.
+"""Waiting for a vLLM server to answer `/health`: the one readiness wait both runtimes use.
 
-vLLM answers 200 on /health once the engine is up (no API key needed); before that the port is
-closed or answers 5xx. A server that dies while loading never becomes healthy, so the wait also
-watches the process or container and fails at once instead of running out the clock.
+The probe is `client/health.py` (only the client layer speaks HTTP to the endpoint). A server
+that dies while loading never becomes healthy, so the wait also watches the process or
+container and fails at once instead of running out the clock.
 """
 
 from __future__ import annotations
 
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 
-from r4b_deploy.client.wire import HEALTH_PATH
+from r4b_deploy.client.health import PROBE_TIMEOUT_S, health_url, probe_health
 from r4b_deploy.errors import LaunchError
 
-PROBE_TIMEOUT_S = 5.0  # one request; a healthy server answers in milliseconds
 DEFAULT_POLL_S = 0.5
+MIN_PROBE_TIMEOUT_S = 0.1  # the last probe before the deadline still gets this long
 
-
-def health_url(url: str) -> str:
-    return url.rstrip("/") + HEALTH_PATH
-
-
-def probe_health(url: str, timeout_s: float = PROBE_TIMEOUT_S) -> bool:
-    """One GET of `<url>/health`: True on 200, False on anything else (refused, 5xx, timeout)."""
-    try:
-        with urllib.request.urlopen(health_url(url), timeout=timeout_s) as response:
-            return response.status == 200
-    except (urllib.error.URLError, OSError, ValueError):
-        # URLError covers refused and HTTP errors; OSError covers resets and timeouts mid-read.
-        return False
+__all__ = ["health_url", "probe_health", "wait_healthy"]  # the probe itself is the client layer's
 
 
 def wait_healthy(
@@ -48,7 +34,7 @@ def wait_healthy(
     started = time.monotonic()
     deadline = started + timeout_s
     while True:
-        probe_timeout_s = max(0.1, min(PROBE_TIMEOUT_S, deadline - time.monotonic()))
+        probe_timeout_s = max(MIN_PROBE_TIMEOUT_S, min(PROBE_TIMEOUT_S, deadline - time.monotonic()))
         if probe_health(url, timeout_s=probe_timeout_s):
             return time.monotonic() - started
         elapsed_s = time.monotonic() - started

@@ -35,3 +35,11 @@ def check_port_free(host: str, port: int) -> None:
     problem = port_problem(host, port)
     if problem is not None:
         raise problem
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port on `host` that nothing listens on right now (the kernel picks it), for tests and
+    scripts that start a server. Another process may take it before the caller binds it."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]

@@ -9,22 +9,18 @@ record that `down` can act on. It holds no secret and nothing a runtime cannot r
 from __future__ import annotations
 
 import json
-import os
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from r4b_deploy.atomic import write_text_atomic
+from r4b_deploy.deployment import folder_identity
 from r4b_deploy.errors import ConfigError, UsageError
-from r4b_deploy.launch.base import Runtime
+from r4b_deploy.launch.base import DEFAULT_RUNTIME, RUNTIME_NAMES, RuntimeName
 
 STATE_FILE_NAME = "r4b-state.json"
-RuntimeName = Literal["docker", "process"]
-RUNTIME_NAMES: tuple[RuntimeName, ...] = ("docker", "process")
-# What `down`/`status`/`logs` assume for a folder that was rendered but never launched by `up`
-# (its compose file is what a user would run by hand).
-DEFAULT_RUNTIME: RuntimeName = "docker"
+STATE_FILE_MODE = 0o644  # no secret in it (see above)
 
 
 class LaunchState(BaseModel):
@@ -41,7 +37,7 @@ class LaunchState(BaseModel):
 
 
 def state_path(deployment_dir: Path) -> Path:
-    return Path(deployment_dir) / STATE_FILE_NAME
+    return folder_identity(deployment_dir) / STATE_FILE_NAME
 
 
 def write_state(
@@ -60,10 +56,7 @@ def write_state(
         image_tag=image_tag,
         container_name=container_name,
     )
-    path = state_path(deployment_dir)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(state.model_dump_json(indent=2) + "\n")
-    tmp.replace(path)
+    write_text_atomic(state_path(deployment_dir), state.model_dump_json(indent=2) + "\n", mode=STATE_FILE_MODE)
     return state
 
 
@@ -88,29 +81,17 @@ def read_state(deployment_dir: Path) -> LaunchState | None:
 def resolve_runtime_name(deployment_dir: Path, override: str | None = None) -> RuntimeName:
     """The runtime to use for a folder: what the user says, else what `up` recorded, else docker."""
     if override is not None:
-        if override not in RUNTIME_NAMES:
-            raise UsageError(f"--runtime: {override!r} is not one of {', '.join(RUNTIME_NAMES)}")
-        return override  # type: ignore[return-value]
+        for name in RUNTIME_NAMES:
+            if override == name:
+                return name
+        raise UsageError(f"--runtime: {override!r} is not one of {', '.join(RUNTIME_NAMES)}")
     state = read_state(deployment_dir)
     return state.runtime if state is not None else DEFAULT_RUNTIME
 
 
-def make_runtime(name: RuntimeName) -> Runtime:
-    """A runtime object by name; imports only the one asked for (docker-py is heavy)."""
-    if name == "docker":
-        from r4b_deploy.launch.docker_runtime import DockerRuntime
-
-        return DockerRuntime()
-    if name == "process":
-        from r4b_deploy.launch.process_runtime import ProcessRuntime
-
-        return ProcessRuntime()
-    raise UsageError(f"--runtime: {name!r} is not one of {', '.join(RUNTIME_NAMES)}")
-
-
 def require_deployment_dir(deployment_dir: Path) -> Path:
     """The folder `down`/`status`/`logs` act on must exist; say how to make one if not."""
-    path = Path(deployment_dir).expanduser().resolve()
+    path = folder_identity(deployment_dir)
     if not path.is_dir():
         raise UsageError(
             f"no deployment folder at {path}",

@@ -1,14 +1,23 @@
-"""The planner's input (PlanRequest) and output (Plan). The Plan is what `plan --json` prints,
-what `render` writes into the manifest, and what `up` launches: keep field names stable."""
+"""The planner's input (PlanRequest) and output (Plan). The Plan is what `plan --json` prints
+(with `vllm.args` added), what `render` writes into the manifest, and what `up` launches: keep
+field names stable, and bump `schema_version` when they change."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from r4b_deploy.hardware.inventory import GPU
+
+# The least share of a GPU a plan may ask for: 1% of the largest GPU holds no R-4B weights (9.6 GB
+# would need a 960 GB GPU), and the arithmetic divides by it (1e-300 overflowed it).
+MIN_GPU_MEMORY_UTILIZATION = 0.01
+# A Hugging Face revision: a branch, tag or commit id. No spaces, quotes or shell characters (it
+# lands in rendered files), no leading '-' (vLLM would read a flag), no '..'.
+REVISION_PATTERN = r"[A-Za-z0-9_][A-Za-z0-9._/-]{0,127}"
 
 
 class PlanRequest(BaseModel):
@@ -21,30 +30,48 @@ class PlanRequest(BaseModel):
     profile: str | None = None  # force a tier by name
     max_model_len: int | None = Field(default=None, gt=0)
     max_num_seqs: int | None = Field(default=None, gt=0)
-    gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1)
+    gpu_memory_utilization: float | None = Field(default=None, ge=MIN_GPU_MEMORY_UTILIZATION, le=1)
     kv_cache_dtype: Literal["auto", "fp8"] | None = None
     images_per_prompt: int | None = Field(default=None, ge=0)
     rehearsal: bool = False  # plan the CPU rehearsal (tiny model on vLLM's CPU build) instead
+    vllm_version: str | None = None  # one of profiles/vllm.yaml gpu.releases; None: the newest the driver runs
+    # The model's Hugging Face revision (branch, tag or commit); None: the default branch.
+    revision: str | None = None
+
+    @field_validator("revision")
+    @classmethod
+    def _check_revision(cls, value: str | None) -> str | None:
+        if value is not None and (not re.fullmatch(REVISION_PATTERN, value) or ".." in value):
+            raise ValueError(
+                "not a revision: a branch, tag or commit id of letters, digits and . _ - / "
+                "(at most 128, not starting with . - or /, no '..')"
+            )
+        return value
 
 
 class VllmSettings(BaseModel):
+    """What `vllm serve` is told, structured: one representation for the planner's search (which
+    varies the settings that move memory with `model_copy(update=...)`), the Plan and the
+    manifest. The argument list is made from it at launch time by
+    `r4b_deploy.launch.args.vllm_serve_args`, which also takes the host, port and names."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    args: list[str]  # the exact argument list after `vllm serve`
-    model: str
+    model: str  # the plan's; render's --model may serve another
     served_model_name: str
-    tensor_parallel_size: int
-    data_parallel_size: int = 1
-    max_model_len: int
-    max_num_seqs: int
-    max_num_batched_tokens: int
-    gpu_memory_utilization: float
-    dtype: Literal["bfloat16", "float16", "auto"]
+    trust_remote_code: bool
+    tensor_parallel_size: int = Field(gt=0)
+    max_model_len: int = Field(gt=0)
+    max_num_seqs: int = Field(gt=0)
+    max_num_batched_tokens: int = Field(gt=0)
+    # 0 for the CPU rehearsal: its KV cache is sized by VLLM_CPU_KVCACHE_SPACE, and the flag is left out.
+    gpu_memory_utilization: float = Field(ge=0, le=1)
+    dtype: Literal["bfloat16", "float16", "auto"]  # "auto" only for the CPU rehearsal
     kv_cache_dtype: Literal["auto", "fp8"] = "auto"
-    limit_mm_per_prompt: dict[str, int]
+    images_per_prompt: int = Field(ge=0)  # worst-case images per request: vLLM profiles (and reserves) for them
     reasoning_parser: str | None = None
-    port: int = 8000  # the port vLLM listens on inside its container or process
     enforce_eager: bool = False  # CUDA graphs off: a reduced plan's memory relief, and the CPU rehearsal
+    revision: str | None = None  # the model's Hugging Face revision (`--revision`); None: the default branch
 
 
 class MemoryBreakdown(BaseModel):
@@ -52,7 +79,7 @@ class MemoryBreakdown(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    gpu_memory_bytes: int
+    gpu_memory_bytes: int  # the CUDA-visible total vLLM sizes against (below NVML's total)
     budget_bytes: int  # gpu_memory_bytes x gpu_memory_utilization
     weights_bytes: int
     activation_bytes: int
@@ -63,6 +90,11 @@ class MemoryBreakdown(BaseModel):
     kv_bytes_per_token: int
     kv_tokens: int
     max_concurrency: float  # kv_tokens / max_model_len, as vLLM's startup log reports it
+    vllm_release: str | None = None  # the memory.yaml release entry the coefficients came from
+    # What must be free at start-up: vLLM refuses when the budget (plus, before 0.21, the CUDA
+    # graphs captured above it) exceeds the free memory left after the CUDA context.
+    start_free_bytes: int | None = None
+    cuda_graph_headroom_bytes: int = 0  # graphs captured above the budget (before 0.21); 0 when in it
 
 
 class TierFit(BaseModel):
@@ -109,7 +141,7 @@ class ReplicaAdvice(BaseModel):
 class Plan(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    schema_version: int = 1
+    schema_version: int = 2  # 2: `vllm` holds settings only; the arguments are made at launch
     model_id: str
     profile: str
     profile_description: str = ""
@@ -117,6 +149,9 @@ class Plan(BaseModel):
     inventory_source: str
     driver_version: str | None = None
     cuda_driver_version: str | None = None
+    # The vLLM release the image installs: a GPU pin chosen for the driver (see `reasons`), or the
+    # rehearsal's CPU build. None only in plans written before the pins became a table.
+    vllm_version: str | None = None
     gpus: list[GPU]
     vllm: VllmSettings
     memory: MemoryBreakdown

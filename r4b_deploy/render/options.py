@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from r4b_deploy.datafile import validation_problem
 from r4b_deploy.errors import UsageError
 from r4b_deploy.render import validate
 
@@ -24,7 +25,6 @@ OPTION_FLAGS: dict[str, str] = {
     "host_port": "--port",
     "public": "--public",
     "base_image": "--base-image",
-    "vllm_version": "--vllm-version",
     "ca_bundle": "--ca-bundle",
     "wheelhouse": "--wheelhouse",
     "hf_cache_dir": "--hf-cache",
@@ -42,6 +42,15 @@ DEFAULT_HF_CACHE = "~/.cache/huggingface"
 DEFAULT_HF_TOKEN_ENV = "HF_TOKEN"
 # Below this vLLM's engine dies at start ("Insufficient space in /dev/shm"); measured on the rehearsal.
 MIN_SHM_SIZE_BYTES = 256 * 1024**2
+# Docker carries sizes and limits as int64 (HostConfig.ShmSize, Ulimit.Soft/Hard): larger values
+# are refused by the daemon, or wrap around, long after render said yes. A size goes through a
+# float64 on the way (`docker run --shm-size`, compose v2's shm_size turned 2^63-1 into -2^63):
+# the largest float64 below 2^63 is the largest size both read back as given.
+MAX_SHM_SIZE_BYTES = 2**63 - 1024
+MAX_ULIMIT = 2**63 - 1
+# The kernel refuses RLIMIT_NOFILE above fs.nr_open, whose ceiling is this (sysctl_nr_open_max on
+# 64-bit); most hosts keep fs.nr_open at 1048576. "Unlimited" (-1) is above it too.
+MAX_NOFILE = 2**31 - 64
 # `docker run --shm-size` units (binary multiples).
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 _SIZE = re.compile(r"([0-9]+)([bkmg]?)", re.IGNORECASE)
@@ -65,31 +74,16 @@ DOCKER_ULIMITS = frozenset(
         "stack",
     }
 )
-# Flags r4b-deploy sets itself: --host/--port make the container reachable, the API key stays in
-# the env file (a flag would put it in the compose file), the model has options of its own.
-MANAGED_VLLM_FLAGS: dict[str, str] = {
-    "--host": "the container always listens on 0.0.0.0 inside; use --public to publish beyond 127.0.0.1",
-    "--port": "use --port (the host port); vLLM listens on 8000 inside the container",
-    "--api-key": "the API key lives in r4b.env (VLLM_API_KEY), never in a rendered file",
-    "--model": "use --model",
-    "--served-model-name": "use --served-model-name",
-}
 
 
 def _default_base_image() -> str:
-    from r4b_deploy.render.pins import gpu_pins
+    from r4b_deploy.pins import gpu_pins
 
     return gpu_pins().base_image
 
 
 def _default_hf_cache_dir() -> Path:
     return Path(os.path.expanduser(DEFAULT_HF_CACHE))
-
-
-def _release(version: str) -> tuple[int, ...]:
-    """The numeric release part of a PEP 440 version: "0.10.2.post1" -> (0, 10, 2)."""
-    match = re.match(r"[0-9]+(?:\.[0-9]+)*", version)
-    return tuple(int(p) for p in match.group(0).split(".")) if match else ()
 
 
 def parse_size_bytes(value: str | int) -> int:
@@ -124,7 +118,6 @@ class RenderOptions(BaseModel):
     host_port: int = Field(default=DEFAULT_HOST_PORT, ge=1, le=65535)
     public: bool = False  # False: publish on 127.0.0.1 only; True: 0.0.0.0
     base_image: str = Field(default_factory=_default_base_image)
-    vllm_version: str | None = None  # GPU images only; None: the pin, profiles/vllm.yaml gpu.vllm_version
     ca_bundle: Path | None = None  # extra PEM bundle, trusted by apt, pip, requests and curl in the image
     wheelhouse: Path | None = None  # a host folder of wheels: pip installs offline from it
     hf_cache_dir: Path = Field(default_factory=_default_hf_cache_dir)
@@ -146,19 +139,6 @@ class RenderOptions(BaseModel):
     @classmethod
     def _check_base_image(cls, value: str) -> str:
         return _checked(value, validate.IMAGE_REF, "an image reference such as nvidia/cuda:12.1.1-devel-ubuntu22.04")
-
-    @field_validator("vllm_version")
-    @classmethod
-    def _check_vllm_version(cls, value: str | None) -> str | None:
-        from r4b_deploy.spec import model_spec
-
-        if value is None:
-            return None
-        _checked(value, validate.VERSION, "a vLLM release such as 0.11.0")
-        floor = model_spec().min_vllm_version
-        if _release(value) < _release(floor):
-            raise ValueError(f"vLLM {value} cannot serve R-4B; support landed in {floor}")
-        return value
 
     @field_validator("ca_bundle", mode="before")
     @classmethod
@@ -199,9 +179,12 @@ class RenderOptions(BaseModel):
 
     @field_validator("hf_cache_dir")
     @classmethod
-    def _check_hf_cache_dir(cls, value: Path) -> Path:
+    def _check_hf_cache_dir(cls, value: Path, info: ValidationInfo) -> Path:
         # It becomes the host side of a compose volume: `:` or spaces would split it.
         _checked(str(value), validate.ABSOLUTE_PATH, "an absolute path of letters, digits and . _ @ + - /")
+        # Missing is fine (the first download creates it); a file there would fail the container's mount.
+        if not _from_manifest(info) and value.exists() and not value.is_dir():
+            raise ValueError(f"{value} is not a folder; name the Hugging Face cache folder, or a new one")
         return value
 
     @field_validator("hf_token_env")
@@ -229,13 +212,16 @@ class RenderOptions(BaseModel):
     @field_validator("extra_vllm_args")
     @classmethod
     def _check_extra_vllm_args(cls, value: list[str]) -> list[str]:
+        from r4b_deploy.launch.args import extra_arg_problem
+
         previous_takes_value = False
         for arg in value:
+            # Before the pattern: its message quotes the argument, and `--api_key=SECRET` must not be quoted.
+            problem = extra_arg_problem(arg)
+            if problem is not None:
+                raise ValueError(f"{problem[0]}: {problem[1]}")
             if arg.startswith("--"):
                 _checked_arg(arg, validate.VLLM_FLAG, "a flag such as --enforce-eager or --max-log-len=100")
-                name = arg.split("=", 1)[0]
-                if name in MANAGED_VLLM_FLAGS:
-                    raise ValueError(f"{name} is set by r4b-deploy: {MANAGED_VLLM_FLAGS[name]}")
                 previous_takes_value = "=" not in arg
             else:
                 if not previous_takes_value:
@@ -254,6 +240,11 @@ class RenderOptions(BaseModel):
     def _check_shm_size(cls, value: int | None) -> int | None:
         if value is not None and value < MIN_SHM_SIZE_BYTES:
             raise ValueError(f"{value} bytes is too small: vLLM needs at least {MIN_SHM_SIZE_BYTES // 1024**2}m")
+        if value is not None and value > MAX_SHM_SIZE_BYTES:
+            raise ValueError(
+                f"{value} bytes is more than Docker accepts: at most {MAX_SHM_SIZE_BYTES // 1024**3}g "
+                f"({MAX_SHM_SIZE_BYTES} bytes; Docker and compose read sizes as 64-bit floats)"
+            )
         return value
 
     @field_validator("ulimits")
@@ -264,6 +255,9 @@ class RenderOptions(BaseModel):
                 raise ValueError(f"unknown ulimit {name!r}; one of {', '.join(sorted(DOCKER_ULIMITS))}")
             if limit < -1:
                 raise ValueError(f"{name}={limit}: a limit is -1 (unlimited) or a number >= 0")
+            if limit > ulimit_max(name) or (limit == -1 and name == "nofile"):
+                why = _NOFILE_LIMIT if name == "nofile" else _DOCKER_LIMIT
+                raise ValueError(f"{name}={limit}: {why}: at most {ulimit_max(name)}")
         return dict(sorted(value.items()))
 
     @model_validator(mode="after")
@@ -271,6 +265,15 @@ class RenderOptions(BaseModel):
         if self.ipc_host and self.shm_size_bytes is not None:
             raise ValueError("--ipc-host and --shm-size exclude each other: the host's /dev/shm has its own size")
         return self
+
+
+_DOCKER_LIMIT = "more than Docker accepts (a 64-bit count)"
+_NOFILE_LIMIT = "more than the kernel allows (fs.nr_open: at most 2^31-64, usually 1048576; never unlimited)"
+
+
+def ulimit_max(name: str) -> int:
+    """The largest value Docker and the kernel accept for the ulimit `name`."""
+    return MAX_NOFILE if name == "nofile" else MAX_ULIMIT
 
 
 # Set while a deployment's manifest is read: the host files it names (CA bundle, wheelhouse) may
@@ -307,15 +310,14 @@ def _checked_arg(arg: str, pattern: re.Pattern[str], expected: str) -> None:
 
 def usage_error(exc: ValidationError) -> UsageError:
     """One line for the first problem, naming the option as the CLI spells it."""
-    first = exc.errors()[0]
-    loc = first["loc"]
-    field = str(loc[0]) if loc else ""
+    problem = validation_problem(exc)
+    field = problem.top_field
     flag = OPTION_FLAGS.get(field)
-    message = str(first["msg"]).removeprefix("Value error, ")
-    if first["type"] == "extra_forbidden":
+    message = problem.message
+    if problem.kind == "extra_forbidden":
         return UsageError(f"unknown render option {field!r}", fix=f"use one of {', '.join(OPTION_FLAGS)}")
     if flag is None:  # a model-level check: the message names its options
         return UsageError(message, fix="drop one of the conflicting options")
-    if first["type"] != "value_error" and isinstance(first.get("input"), str | int | float | bool):
-        message = f"{message} (got {first['input']!r})"
+    if problem.kind != "value_error" and isinstance(problem.value, str | int | float | bool):
+        message = f"{message} (got {problem.value!r})"
     return UsageError(f"{flag}: {message}", fix=f"give {flag} a valid value (r4b-deploy render --help)")

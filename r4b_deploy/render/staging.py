@@ -9,12 +9,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import secrets
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
-TEMP_PREFIX = ".r4b-tmp-"
+from r4b_deploy.atomic import temp_path, write_temp
+
 FILE_MODE = 0o644
 
 
@@ -43,19 +43,13 @@ class Staging:
             self.created_dirs.append(parent)
 
     def _temp(self, dest: Path) -> Path:
-        return dest.with_name(f"{TEMP_PREFIX}{secrets.token_hex(4)}-{dest.name}")
+        return temp_path(dest)
 
     def add_file(self, name: str, text: str, mode: int = FILE_MODE) -> None:
         dest = self.out / name
         self.ensure_dir(dest.parent)
-        tmp = self._temp(dest)
-        # The mode is set at creation: a secret is never readable by others, not even briefly.
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), mode)
-        self.renames.append((tmp, dest))
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
+        # The one atomic writer: a secret is never readable by others, not even briefly.
+        self.renames.append((write_temp(dest, text.encode("utf-8"), mode=mode), dest))
 
     def add_linked_dir(self, name: str, source: Path, files: Iterable[str]) -> None:
         """Folder `name` holding links to (or copies of) `files` from `source`; replaces the old one on commit."""

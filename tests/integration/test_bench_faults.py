@@ -283,3 +283,115 @@ def test_stream_chat_records_one_reply(fake_openai_server) -> None:
     assert rec.thought is True and rec.finish_reason == "stop" and not rec.truncated_reasoning
     # Both reasoning and answer in one reply, no split in usage: left for /tokenize after the load.
     assert rec.reasoning_tokens is None and rec.answer_tokens is None
+
+
+# -- issue 11: bounded time, refused inputs, bounded memory -------------------------------------
+
+TRICKLE_INTERVAL_S = 0.3  # a byte well within each read's timeout: only a total deadline ends a request
+BOUND_SLACK_S = 3.0  # the event loop's own overhead on a busy 2-core machine, not a timing
+
+
+def _bounded_cli(capsys, server, *args: str) -> tuple[int, str, float, float]:
+    """Run the CLI; return (rc, stderr, elapsed, the bound BenchConfig derives from the same options)."""
+    options = dict(zip(args[::2], args[1::2], strict=False))
+    config = BenchConfig(
+        base_url=server.url,
+        concurrencies=[int(options.get("--concurrency", 2))],
+        requests_per_level=int(options["--requests"]) if "--requests" in options else None,
+        duration_s=float(options["--duration"]) if "--duration" in options else None,
+        warmup_requests=int(options.get("--warmup", 4)),
+        timeout_s=float(options["--timeout"]),
+    )
+    t0 = time.monotonic()
+    rc, _, err = run_cli(capsys, "--url", server.url, "--api-key", server.api_key, "--no-progress", *args)
+    return rc, err, time.monotonic() - t0, config.time_bound_s()
+
+
+@pytest.mark.parametrize(
+    ("options", "args", "rc_expected", "phrase"),
+    [
+        ({"trickle_only_streams": True}, ["--warmup", "2", "--requests", "4"], 2, "stopped answering (warm-up)"),
+        ({"trickle_only_streams": True}, ["--warmup", "0", "--requests", "4"], 1, "error_rate = 1"),
+        ({"trickle_only_streams": True}, ["--warmup", "0", "--duration", "1"], 1, "error_rate = 1"),
+        ({}, ["--warmup", "0", "--requests", "4"], 2, "stopped answering (GET /v1/models)"),
+    ],
+    ids=["warm-up", "requests", "duration", "preflight"],
+)
+def test_a_trickling_server_ends_the_run_within_its_bound(
+    capsys, fake_openai_server, options: dict, args: list[str], rc_expected: int, phrase: str
+) -> None:
+    server = fake_openai_server(behaviour="trickle", trickle_interval_s=TRICKLE_INTERVAL_S, **options)
+    rc, err, elapsed_s, bound_s = _bounded_cli(capsys, server, "--timeout", "1", "--concurrency", "2", *args)
+    assert rc == rc_expected, err
+    assert phrase in assert_one_line_error(err)
+    assert elapsed_s < bound_s + BOUND_SLACK_S, f"{elapsed_s:.1f} s, bound {bound_s:g} s"
+
+
+def test_a_trickled_stream_is_a_timeout_record_at_the_total_deadline(fake_openai_server) -> None:
+    server = fake_openai_server(behaviour="trickle", trickle_interval_s=0.1, trickle_only_streams=True)
+    report = run_bench(_config(server, timeout_s=1.0, warmup_requests=0, concurrencies=[2], requests_per_level=2))
+    assert report.levels[0].metrics.errors_by_kind == {"timeout": 2}
+    assert "total deadline" in report.levels[0].records[0].error
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--duration", "inf"],
+        ["--duration", "nan"],
+        ["--request-rate", "1e-300"],
+        ["--timeout", "inf"],
+        ["--timeout", "1e308"],
+        ["--timeout", "nan"],
+        ["--max-error-rate", "nan"],
+        ["--temperature", "nan"],
+        ["--slo", "p95_ttft_ms=nan"],
+        ["--url", "http://[::1"],
+        ["--url", "ftp://127.0.0.1/x"],
+    ],
+)
+def test_values_that_mean_forever_or_nothing_are_usage_errors(capsys, fake_openai_server, args: list[str]) -> None:
+    server = fake_openai_server()
+    rc, _, err = run_cli(capsys, "--url", server.url, "--api-key", server.api_key, *SHORT, *args)
+    assert rc == 4, err
+    assert "Traceback" not in err
+    assert server.request_count == 0
+
+
+def test_credentials_in_the_url_are_refused_and_never_shown(capsys, fake_openai_server) -> None:
+    server = fake_openai_server()
+    password = "pw-never-shown-4711"
+    url = server.url.replace("http://", f"http://user:{password}@")
+    rc, out, err = run_cli(capsys, "--url", url, "--api-key", server.api_key, *SHORT)
+    assert rc == 4
+    line = assert_one_line_error(err)
+    assert "credentials in the URL" in line and "--api-key" in err
+    assert password not in out + err and server.api_key not in out + err
+    with pytest.raises(UsageError) as info:
+        run_bench(_config(server, base_url=url))
+    assert password not in str(info.value) and password not in (info.value.fix or "")
+    assert server.request_count == 0
+
+
+@pytest.mark.parametrize("flag", ["--json", "--markdown", "--chart", "--out"])
+def test_an_output_path_that_cannot_be_written_is_refused_before_the_load(
+    capsys, fake_openai_server, tmp_path: Path, flag: str
+) -> None:
+    server = fake_openai_server()
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    targets = [a_file / "x"] if flag == "--out" else [tmp_path, a_file / "x.json"]
+    for target in targets:
+        rc, _, err = run_cli(capsys, "--url", server.url, "--api-key", server.api_key, *SHORT, flag, str(target))
+        assert rc == 4, err
+        assert "Traceback" not in err
+    assert server.request_count == 0
+
+
+def test_a_stream_over_its_max_tokens_worth_is_a_protocol_record(fake_openai_server) -> None:
+    from r4b_deploy.client.wire import stream_max_bytes
+
+    server = fake_openai_server(big_body_bytes=stream_max_bytes(8))
+    report = run_bench(_config(server, max_tokens=8, warmup_requests=0, concurrencies=[2], requests_per_level=2))
+    m = report.levels[0].metrics
+    assert m.failed == 2 and set(m.errors_by_kind) <= {"protocol", "stream"}

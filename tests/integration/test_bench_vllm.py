@@ -114,7 +114,7 @@ def test_cli_with_the_deployment_folder(vllm_server, tmp_path, capsys) -> None:
     stdout, stderr = capsys.readouterr()
     assert rc == 0, stderr
     doc = json.loads((out / "bench.json").read_text())
-    from r4b_deploy.render.deployment import load_deployment
+    from r4b_deploy.deployment import load_deployment
 
     cap = load_deployment(folder).plan.vllm.max_num_seqs
     # The key came from the env file; 1000 was capped to the plan's max_num_seqs.

@@ -1,5 +1,6 @@
 """`r4b-deploy up / status / logs / down` as a user runs them (subprocesses), on the real engine with
-small stand-in images: exit codes, one-line errors, Ctrl-C, and nothing left behind."""
+small stand-in images: exit codes, one-line errors, Ctrl-C and SIGTERM, a folder reached through a
+symbolic link, and nothing left behind."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ from pathlib import Path
 import pytest
 from fixtures.nvml import r4b_deploy_command
 
-from r4b_deploy.launch.docker_runtime import run_kwargs
-from r4b_deploy.render.deployment import LABEL_DIR, read_env_file
+from r4b_deploy.deployment import LABEL_DIR, read_env_file
+from r4b_deploy.launch.docker_spec import run_kwargs
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
 
@@ -28,9 +29,9 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
-def _up_args(d, *extra: str) -> list[str]:
+def _up_args(d, *extra: str, out: Path | None = None) -> list[str]:
     """The same folder options the fixture rendered with: `up` re-renders identical bytes, same tag."""
-    args = [*r4b_deploy_command(), "up", "--out", str(d.folder), "--bench", "none"]
+    args = [*r4b_deploy_command(), "up", "--out", str(out or d.folder), "--bench", "none"]
     args += ["--port", str(d.options.host_port), "--base-image", d.options.base_image]
     args += ["--wheelhouse", str(d.options.wheelhouse), "--hf-cache", str(d.options.hf_cache_dir)]
     if d.request.rehearsal:
@@ -83,10 +84,23 @@ def test_up_status_logs_down(docker_client, docker_deployment) -> None:
     assert gone["state"] == "absent"
 
 
-def test_ctrl_c_during_up_removes_the_container_and_exits_130(docker_client, docker_deployment) -> None:
-    d = docker_deployment("never")
+def _default_signals() -> None:
+    """In the child, before exec: SIGINT and SIGTERM as a terminal or a CI runner delivers them,
+    whatever this test run inherited. A background job of a non-interactive shell (and some CI
+    runners) starts with SIGINT ignored, and `up` rightly leaves an inherited SIG_IGN alone."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _signal_up_once_running(docker_client, d, sig: signal.Signals) -> tuple[int, str]:
+    """Start `up` on a server that never gets healthy, send `sig` once its container runs: (exit code, stderr)."""
     proc = subprocess.Popen(
-        _up_args(d, "--health-timeout", "300"), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        _up_args(d, "--health-timeout", "300"),
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_default_signals,
     )
     try:
         deadline = time.monotonic() + INTERRUPT_WAIT_S
@@ -95,13 +109,59 @@ def test_ctrl_c_during_up_removes_the_container_and_exits_130(docker_client, doc
         ):
             assert proc.poll() is None, proc.communicate()
             time.sleep(0.5)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         _, stderr = proc.communicate(timeout=INTERRUPT_WAIT_S)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 130, stderr
+    return proc.returncode, stderr
+
+
+def test_ctrl_c_during_up_removes_the_container_and_exits_130(docker_client, docker_deployment) -> None:
+    d = docker_deployment("never")
+    returncode, stderr = _signal_up_once_running(docker_client, d, signal.SIGINT)
+    assert returncode == 130, stderr
     assert "Traceback" not in stderr
+    assert _containers(docker_client, d.deployment.dir) == []
+
+
+def test_sigterm_during_up_cleans_up_like_ctrl_c_and_exits_143(docker_client, docker_deployment) -> None:
+    """A cancelled CI job or a service manager stops `up` with SIGTERM: nothing may be left running."""
+    d = docker_deployment("never")
+    returncode, stderr = _signal_up_once_running(docker_client, d, signal.SIGTERM)
+    assert returncode == 143, stderr
+    assert "terminated" in stderr and "Traceback" not in stderr
+    assert _containers(docker_client, d.deployment.dir) == []
+
+
+def test_a_folder_reached_through_a_symlink_is_one_deployment(docker_client, docker_deployment, tmp_path: Path) -> None:
+    """Bug: `up --out link/deploy` labelled its container with the unresolved path while status,
+    logs and down looked for the resolved one: status said absent, down "nothing was running"
+    (exit 0) and the container kept running."""
+    d = docker_deployment("healthy")
+    link = tmp_path / "link"
+    link.symlink_to(d.folder.parent, target_is_directory=True)
+    via_link = link / d.folder.name
+    up = _run(_up_args(d, "--health-timeout", "60", out=via_link))
+    try:
+        # The stand-in answers /health but is no OpenAI server: the smoke check fails, the server stays up.
+        assert up.returncode == 1, up.stderr
+        assert "the endpoint is up, but" in up.stderr
+        (container,) = _containers(docker_client, d.deployment.dir)
+        assert container.name == d.deployment.project_name
+        for name in (via_link, d.folder):
+            status = _cli("status", "--dir", str(name), "--json")
+            parsed = json.loads(status.stdout)
+            assert parsed["state"] == "running" and parsed["healthy"] is True, (name, parsed)
+            logs = _cli("logs", "--dir", str(name), "--tail", "1")
+            assert logs.returncode == 0 and logs.stdout.splitlines()[-1] == "listening on 8000", (name, logs)
+    finally:
+        down = _cli("down", "--dir", str(via_link))
+        stray = [c for c in docker_client.containers.list(all=True) if c.labels.get(LABEL_DIR) == str(via_link)]
+        for c in stray:  # what the bug left: a container labelled with the link's path
+            c.remove(force=True)
+    assert down.returncode == 0 and "stopped and removed" in down.stdout, down.stdout
+    assert stray == []
     assert _containers(docker_client, d.deployment.dir) == []
 
 

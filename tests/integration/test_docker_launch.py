@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 from fixtures.docker_engine import BUILD_TIMEOUT_S, free_port
 
+from r4b_deploy.deployment import LABEL_DIR, load_deployment, read_env_file
 from r4b_deploy.errors import EnvironmentProblem, LaunchError
-from r4b_deploy.launch.docker_runtime import LABEL_CONFIG, DockerRuntime, run_kwargs
+from r4b_deploy.launch.docker_runtime import DockerRuntime
+from r4b_deploy.launch.docker_spec import LABEL_CONFIG, run_kwargs
 from r4b_deploy.pipeline import run_up
-from r4b_deploy.render.deployment import LABEL_DIR, read_env_file
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
 
@@ -24,6 +25,11 @@ def _containers(client, folder: Path) -> list:
     return client.containers.list(all=True, filters={"label": f"{LABEL_DIR}={folder}"})
 
 
+def _start(runtime: DockerRuntime, folder: Path):
+    """The runtime's start as `up` calls it: the loaded folder and its env file's values."""
+    return runtime.start(load_deployment(folder), read_env_file(folder))
+
+
 def _up(d, **kwargs):
     kwargs.setdefault("health_timeout_s", HEALTH_TIMEOUT_S)
     return run_up(d.request, d.options, d.folder, runtime="docker", bench="none", **kwargs)
@@ -32,7 +38,7 @@ def _up(d, **kwargs):
 def test_start_runs_the_folders_container_and_down_removes_it(docker_client, docker_deployment) -> None:
     d = docker_deployment("healthy")
     runtime = DockerRuntime()
-    endpoint = runtime.start(d.folder)
+    endpoint = _start(runtime, d.folder)
     try:
         (container,) = _containers(docker_client, d.deployment.dir)
         attrs = container.attrs
@@ -57,7 +63,7 @@ def test_start_runs_the_folders_container_and_down_removes_it(docker_client, doc
 def test_gpu_request_refused_names_the_toolkit_and_leaves_nothing(docker_client, docker_deployment) -> None:
     d = docker_deployment("healthy", gpu=True)
     with pytest.raises(EnvironmentProblem) as caught:
-        DockerRuntime().start(d.folder)
+        _start(DockerRuntime(), d.folder)
     error = caught.value
     assert 'could not select device driver "" with capabilities: [[gpu]]' in error.message
     assert "nvidia-container-toolkit" in error.fix and "nvidia-ctk runtime configure --runtime=docker" in error.fix
@@ -198,7 +204,7 @@ def test_failing_build_step_carries_its_output_and_leaves_no_build_container(
         tmp_path, f"FROM {docker_base_image}\nRUN echo {marker} step output && echo to-stderr >&2 && exit 3\n"
     )
     with pytest.raises(LaunchError) as caught:
-        DockerRuntime(build_timeout_s=BUILD_TIMEOUT_S).build(folder)
+        DockerRuntime(build_timeout_s=BUILD_TIMEOUT_S).build(load_deployment(folder))
     error = caught.value
     assert "failed at step 2/2" in error.message and f"RUN echo {marker}" in error.message
     assert f"{marker} step output" in error.details and "to-stderr" in error.details
@@ -210,9 +216,10 @@ def test_build_is_skipped_when_the_tag_exists(docker_client, docker_base_image: 
     folder = _build_folder(tmp_path, f"FROM {docker_base_image}\nRUN echo {uuid.uuid4().hex} > /stamp\n")
     runtime = DockerRuntime()
     try:
-        first = runtime.build(folder)
-        again = runtime.build(folder)
-        forced = runtime.build(folder, force=True)
+        deployment = load_deployment(folder)
+        first = runtime.build(deployment)
+        again = runtime.build(deployment)
+        forced = runtime.build(deployment, force=True)
         assert first.built and first.steps_rebuilt == 1
         assert not again.built and again.image_tag == first.image_tag
         assert forced.built and forced.steps_rebuilt == 0 and forced.steps_cached == 1
@@ -225,7 +232,7 @@ def test_no_engine_is_one_clear_environment_problem(tmp_path: Path, docker_deplo
     # The user's environment, not the library: DOCKER_HOST names a socket with no engine behind it.
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/nothing.sock")
     with pytest.raises(EnvironmentProblem) as caught:
-        DockerRuntime().start(d.folder)
+        _start(DockerRuntime(), d.folder)
     assert "cannot reach the Docker engine" in caught.value.message
     assert "--runtime process" in caught.value.fix
 
@@ -241,5 +248,5 @@ def test_interrupted_build_leaves_no_build_container(
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        DockerRuntime().build(folder, interrupt_once_running)
+        DockerRuntime().build(load_deployment(folder), on_line=interrupt_once_running)
     assert leftovers.build_containers(marker) == []

@@ -1,4 +1,5 @@
-"""ProcessRuntime over real rendered folders and real processes.
+"""ProcessRuntime (and the pidfile-recorded process under it, `launch/server_process.py`) over real
+rendered folders and real processes.
 
 Most tests run a stand-in `vllm` executable (a small HTTP server passed as `vllm_bin`, the
 option GPU hosts use to name their vLLM), so the pidfile, process-group, port and secret
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -20,12 +22,11 @@ import requests
 from fixtures.vllm_server import free_port, render_rehearsal
 from support import require
 
+from r4b_deploy.deployment import load_deployment, read_env_file
 from r4b_deploy.errors import EnvironmentProblem, LaunchError
 from r4b_deploy.launch.health import wait_healthy
-from r4b_deploy.launch.process_runtime import (
-    LOG_NAME,
-    PIDFILE_NAME,
-    ProcessRuntime,
+from r4b_deploy.launch.process_runtime import LOG_NAME, PIDFILE_NAME, ProcessRuntime
+from r4b_deploy.launch.server_process import (
     ServerRecord,
     pid_alive,
     process_start_ticks,
@@ -36,7 +37,7 @@ from r4b_deploy.launch.process_runtime import (
 )
 from r4b_deploy.planning.plan import PlanRequest
 from r4b_deploy.planning.planner import make_plan
-from r4b_deploy.render.deployment import read_env_file, write_deployment
+from r4b_deploy.render.deployment import write_deployment
 from r4b_deploy.render.env import API_KEY_VAR
 from r4b_deploy.render.options import RenderOptions
 
@@ -58,6 +59,9 @@ print("stand-in key sha256:", hashlib.sha256(key.encode()).hexdigest(), flush=Tr
 print("stand-in child:", child.pid, flush=True)
 if os.environ.get("STAND_IN_EXIT"):
     sys.exit(int(os.environ["STAND_IN_EXIT"]))
+if os.environ.get("STAND_IN_NEVER_HEALTHY"):
+    import time
+    time.sleep(600)
 
 class Health(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
@@ -89,6 +93,11 @@ def render_gpu_folder(folder: Path, port: int, public: bool = False) -> Path:
     return folder
 
 
+def start(runtime: ProcessRuntime, folder: Path):
+    """The runtime's start as `up` calls it: the loaded folder and its env file's values."""
+    return runtime.start(load_deployment(folder), read_env_file(folder))
+
+
 def cmdline(pid: int) -> list[str]:
     return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")[:-1]
 
@@ -114,7 +123,7 @@ def test_up_status_logs_down_with_a_stand_in(tmp_path: Path, stand_in: Path) -> 
     runtime = ProcessRuntime(vllm_bin=stand_in)
     assert runtime.status(folder).state == "absent"
 
-    endpoint = runtime.start(folder)
+    endpoint = start(runtime, folder)
     wait_healthy(endpoint.url, HEALTH_TIMEOUT_S, is_alive=lambda: runtime.is_alive(folder))
     wait_until(lambda: "stand-in child" in (folder / LOG_NAME).read_text())
 
@@ -143,7 +152,7 @@ def test_up_status_logs_down_with_a_stand_in(tmp_path: Path, stand_in: Path) -> 
     assert len(lines) == 2
 
     # A second start finds the running server and starts nothing.
-    again = runtime.start(folder)
+    again = start(runtime, folder)
     assert again == endpoint
     assert read_record(folder / PIDFILE_NAME) == record
 
@@ -166,7 +175,7 @@ def test_two_concurrent_starts_make_one_server(tmp_path: Path, stand_in: Path) -
     runtime = ProcessRuntime(vllm_bin=stand_in)
     try:
         with ThreadPoolExecutor(2) as pool:
-            endpoints = list(pool.map(lambda _: runtime.start(folder), range(2)))
+            endpoints = list(pool.map(lambda _: start(runtime, folder), range(2)))
         assert endpoints[0] == endpoints[1]
         wait_healthy(endpoints[0].url, HEALTH_TIMEOUT_S, is_alive=lambda: runtime.is_alive(folder))
         assert not (folder / (LOG_NAME + ".1")).exists(), "a second server was started (the log was rotated)"
@@ -177,7 +186,7 @@ def test_two_concurrent_starts_make_one_server(tmp_path: Path, stand_in: Path) -
 def test_public_listens_on_all_interfaces(tmp_path: Path, stand_in: Path) -> None:
     folder = render_gpu_folder(tmp_path / "dep", free_port(), public=True)
     runtime = ProcessRuntime(vllm_bin=stand_in)
-    runtime.start(folder)
+    start(runtime, folder)
     try:
         record = read_record(folder / PIDFILE_NAME)
         assert record is not None
@@ -194,7 +203,7 @@ def test_port_in_use_is_an_environment_problem(tmp_path: Path, stand_in: Path) -
         folder = render_gpu_folder(tmp_path / "dep", busy.getsockname()[1])
 
         with pytest.raises(EnvironmentProblem, match="already in use") as info:
-            ProcessRuntime(vllm_bin=stand_in).start(folder)
+            start(ProcessRuntime(vllm_bin=stand_in), folder)
 
     assert info.value.fix
     assert not (folder / PIDFILE_NAME).exists()
@@ -206,7 +215,7 @@ def test_a_server_that_exits_is_reported_and_its_leftovers_stopped(
     monkeypatch.setenv("STAND_IN_EXIT", "3")  # the stand-in's own switch: it exits before listening
     folder = render_gpu_folder(tmp_path / "dep", free_port())
     runtime = ProcessRuntime(vllm_bin=stand_in)
-    endpoint = runtime.start(folder)
+    endpoint = start(runtime, folder)
 
     with pytest.raises(LaunchError, match="exited"):
         wait_healthy(endpoint.url, HEALTH_TIMEOUT_S, is_alive=lambda: runtime.is_alive(folder), poll_s=0.05)
@@ -226,9 +235,50 @@ def test_missing_vllm_on_path_is_an_environment_problem(tmp_path: Path, monkeypa
     folder = render_gpu_folder(tmp_path / "dep", free_port())
 
     with pytest.raises(EnvironmentProblem, match="`vllm` command") as info:
-        ProcessRuntime().start(folder)
+        start(ProcessRuntime(), folder)
 
     assert "pip install vllm==" in (info.value.fix or "")
+
+
+def _default_signals() -> None:
+    """In the child, before exec: SIGINT and SIGTERM delivered as a terminal or a CI runner does,
+    whatever this test run inherited (a background job of a non-interactive shell ignores SIGINT)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+@pytest.mark.parametrize(
+    ("sig", "code", "said"), [(signal.SIGINT, 130, "aborted"), (signal.SIGTERM, 143, "terminated")]
+)
+def test_up_stopped_by_a_signal_stops_the_server_it_started(
+    tmp_path: Path, stand_in: Path, sig: signal.Signals, code: int, said: str
+) -> None:
+    """Ctrl-C and SIGTERM (a cancelled CI job) during `up`: the server's whole process group is
+    stopped before `up` exits, with 130 and 143. Without Docker: `vllm` on PATH is the stand-in."""
+    from fixtures.nvml import r4b_deploy_command
+
+    folder = tmp_path / "dep"
+    env = {k: v for k, v in os.environ.items() if k != "R4B_DEBUG"}
+    env |= {"PATH": f"{stand_in.parent}{os.pathsep}{env['PATH']}", "STAND_IN_NEVER_HEALTHY": "1"}
+    args = [*r4b_deploy_command(), "up", "--gpu", "L4", "--runtime", "process", "--out", str(folder)]
+    args += ["--port", str(free_port()), "--bench", "none", "--health-timeout", "300"]
+    proc = subprocess.Popen(
+        args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_default_signals
+    )
+    try:
+        assert wait_until(lambda: (folder / LOG_NAME).is_file() and "stand-in child" in (folder / LOG_NAME).read_text())
+        record = read_record(folder / PIDFILE_NAME)
+        assert record is not None and record_alive(record)
+        child = int(log_value(folder, "stand-in child:"))
+        proc.send_signal(sig)
+        _, stderr = proc.communicate(timeout=HEALTH_TIMEOUT_S)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == code, stderr
+    assert said in stderr and "Traceback" not in stderr
+    assert not record_alive(record) and wait_until(lambda: process_start_ticks(child) is None)
+    assert not (folder / PIDFILE_NAME).exists()
 
 
 # ---------------------------------------------------------------- the pidfile and process groups
@@ -336,7 +386,7 @@ def test_rehearsal_up_status_logs_down_with_real_vllm(tmp_path: Path) -> None:
     folder = render_rehearsal(tmp_path / "dep", free_port())
     runtime = ProcessRuntime()
 
-    endpoint = runtime.start(folder)
+    endpoint = start(runtime, folder)
     try:
         wait_healthy(endpoint.url, VLLM_HEALTH_TIMEOUT_S, is_alive=lambda: runtime.is_alive(folder))
         record = read_record(folder / PIDFILE_NAME)
@@ -352,7 +402,7 @@ def test_rehearsal_up_status_logs_down_with_real_vllm(tmp_path: Path) -> None:
         assert models.status_code == 200
         assert requests.get(f"{endpoint.url}/v1/models", timeout=30).status_code == 401
 
-        assert runtime.start(folder) == endpoint
+        assert start(runtime, folder) == endpoint
         assert read_record(folder / PIDFILE_NAME) == record
     finally:
         first = runtime.stop(folder)
@@ -364,3 +414,46 @@ def test_rehearsal_up_status_logs_down_with_real_vllm(tmp_path: Path) -> None:
     with pytest.raises(ProcessLookupError):
         os.killpg(record.pid, 0)  # the whole process group is gone
     assert runtime.status(folder).state == "absent"
+
+
+@pytest.mark.vllm
+def test_up_judges_its_bench_as_bench_does_with_real_vllm(tmp_path: Path) -> None:
+    """`r4b-deploy up --rehearsal --runtime process` as a user runs it: the quick bench completes
+    requests and `up` exits 0; the same `up` with a gate no server can hold exits 1 (it exited 0
+    whatever the bench measured), and the server stays up for `down`."""
+    import json
+
+    from fixtures.nvml import r4b_deploy_command
+
+    from r4b_deploy.rehearsal.vllm_cpu import ensure_tiny_model, ensure_venv
+
+    try:
+        ensure_tiny_model(ensure_venv())
+    except EnvironmentProblem as exc:
+        require(False, f"vLLM's CPU build is not available: {exc}")
+    folder = tmp_path / "dep"
+    env = {k: v for k, v in os.environ.items() if k != "R4B_DEBUG"}
+    up_args = [*r4b_deploy_command(), "up", "--rehearsal", "--runtime", "process", "--out", str(folder)]
+    up_args += ["--port", str(free_port()), "--bench", "quick", "--health-timeout", str(VLLM_HEALTH_TIMEOUT_S)]
+
+    def run(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*up_args, *extra], env=env, capture_output=True, text=True, timeout=900)
+
+    try:
+        passed = run()
+        assert passed.returncode == 0, f"{passed.stdout}\n{passed.stderr}"
+        report = json.loads((folder / "report" / "up.json").read_text())
+        assert report["bench_summary"] and all(row["completed"] > 0 for row in report["bench_summary"])
+        assert all(row["failed"] == 0 for row in report["bench_summary"]) and report["bench_gate_failures"] == []
+
+        gated = run("--slo", "p95_ttft_ms=0")  # the running server is reused: only the bench runs again
+        assert gated.returncode == 1, f"{gated.stdout}\n{gated.stderr}"
+        assert "bench gate: p95_ttft_ms" in gated.stderr and "Traceback" not in gated.stderr
+        report = json.loads((folder / "report" / "up.json").read_text())
+        assert report["bench_gate_failures"] and all(row["completed"] > 0 for row in report["bench_summary"])
+        assert ProcessRuntime().status(folder).state == "running"
+    finally:
+        down = subprocess.run(
+            [*r4b_deploy_command(), "down", "--dir", str(folder)], env=env, capture_output=True, text=True, timeout=120
+        )
+    assert down.returncode == 0 and "stopped" in down.stdout, down.stdout + down.stderr

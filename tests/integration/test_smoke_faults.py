@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -230,3 +231,89 @@ def test_cli_usage_errors_exit_4(tmp_path: Path) -> None:
     assert_clean(cli(["--url", "http://127.0.0.1:9", "--mode", "sideways"]), ExitCode.USAGE)
     missing = cli(["--url", "http://127.0.0.1:9", "--env-file", str(tmp_path / "absent.env")])
     assert_clean(missing, ExitCode.USAGE)
+
+
+# -- issue 11: bounded time, refused inputs, bounded memory -------------------------------------
+
+TRICKLE_INTERVAL_S = 0.3  # a byte well within each read's timeout: only a total deadline ends a request
+CLI_START_S = 10.0  # the CLI's interpreter start and imports, on a busy 2-core machine
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"fault_health": True}, {"trickle_only_streams": True}],
+    ids=["chat", "chat_and_health", "streams_only"],
+)
+def test_cli_a_trickling_server_ends_within_the_runs_bound(fake_openai_server: Any, options: dict) -> None:
+    server = fake_openai_server(behaviour="trickle", trickle_interval_s=TRICKLE_INTERVAL_S, **options)
+    bound_s = SmokeConfig(url=server.url, timeout_s=REQUEST_TIMEOUT_S, protocol_only=True).time_bound_s()
+    t0 = time.monotonic()
+    done = cli(["--url", server.url, "--timeout", str(REQUEST_TIMEOUT_S), "--protocol-only"], server.api_key)
+    elapsed_s = time.monotonic() - t0
+    assert_clean(done, ExitCode.CHECK_FAILED, server.api_key)
+    assert elapsed_s < bound_s + CLI_START_S, f"{elapsed_s:.1f} s, bound {bound_s:g} s"
+    assert "timeout" in done.stdout and "smoke checks failed" in done.stderr
+
+
+def test_a_run_sends_no_more_requests_than_its_bound_counts(fake_openai_server: Any) -> None:
+    for options in ({}, {"tokenize": False}, {"behaviour": "status", "status_code": 500}):
+        server = fake_openai_server(**options)
+        config = SmokeConfig(url=server.url, api_key=SecretStr(server.api_key), timeout_s=REQUEST_TIMEOUT_S)
+        run_smoke(config)
+        assert server.request_count <= config.max_requests(), options
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--timeout", "inf"],
+        ["--timeout", "1e308"],
+        ["--timeout", "nan"],
+        ["--url", "http://[::1"],
+        ["--url", "ftp://127.0.0.1/x"],
+        ["--url", "file:///etc/passwd"],
+        ["--url", "http://127.0.0.1:99999"],
+    ],
+)
+def test_cli_values_that_cannot_work_are_usage_errors(args: list[str]) -> None:
+    done = cli(["--url", "http://127.0.0.1:9", *args])
+    assert_clean(done, ExitCode.USAGE)
+    assert [ln for ln in done.stderr.splitlines() if ln.startswith("error:")], done.stderr
+
+
+def test_cli_credentials_in_the_url_are_refused_and_never_shown(fake_openai: Any) -> None:
+    password = "pw-never-shown-4711"
+    url = fake_openai.url.replace("http://", f"http://user:{password}@")
+    done = cli(["--url", url, "--protocol-only"], api_key=fake_openai.api_key)
+    assert_clean(done, ExitCode.USAGE, password, fake_openai.api_key)
+    assert "credentials in the URL" in done.stderr and "--api-key" in done.stderr
+    assert fake_openai.request_count == 0
+
+
+@pytest.mark.parametrize("flag", ["--json", "--junit"])
+def test_cli_an_output_path_that_cannot_be_written_is_refused_before_the_checks(
+    fake_openai: Any, tmp_path: Path, flag: str
+) -> None:
+    for target in (tmp_path, tmp_path / "a-file" / "r.json"):
+        (tmp_path / "a-file").write_text("")
+        done = cli(["--url", fake_openai.url, flag, str(target)], api_key=fake_openai.api_key)
+        assert_clean(done, ExitCode.USAGE, fake_openai.api_key)
+        assert f"{target}" in done.stderr and flag in done.stderr
+    assert fake_openai.request_count == 0
+
+
+def test_cli_a_binary_env_file_is_a_usage_error(tmp_path: Path) -> None:
+    for content in (b"VLLM_API_KEY=\xff\xfe\x00", b"VLLM_API_KEY=a\x00b\n", bytes(range(256))):
+        env_file = tmp_path / "bin.env"
+        env_file.write_bytes(content)
+        done = cli(["--url", "http://127.0.0.1:9", "--env-file", str(env_file)])
+        assert_clean(done, ExitCode.USAGE)
+
+
+def test_a_huge_reply_fails_its_checks_without_being_read(fake_openai_server: Any) -> None:
+    from r4b_deploy.client.wire import BODY_MAX_BYTES
+
+    report = library(fake_openai_server(big_body_bytes=BODY_MAX_BYTES + 1))
+    checks = by_name(report)
+    assert checks["health"].status == "pass"
+    assert checks["models"].status == "fail" and "over 8 MiB" in checks["models"].reason

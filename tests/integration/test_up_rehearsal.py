@@ -18,7 +18,7 @@ import pytest
 from fixtures.docker_engine import free_port
 from fixtures.nvml import r4b_deploy_command
 
-from r4b_deploy.render.deployment import LABEL_DIR, read_env_file
+from r4b_deploy.deployment import LABEL_DIR, read_env_file
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker, pytest.mark.vllm, pytest.mark.slow]
 
@@ -78,7 +78,7 @@ def test_up_rehearsal_smoke_bench_down(docker_client, docker_base_image: str, tm
         assert key not in up.stdout + up.stderr
         assert f"http://127.0.0.1:{port}" in up.stdout and str(folder / "r4b.env") in up.stdout
         report_dir = folder / "report"
-        for name in ("plan.json", "smoke.json", "junit.xml", "bench.json", "bench.md", "chart.png", "up.json"):
+        for name in ("plan.json", "smoke.json", "junit.xml", "bench.json", "bench.md", "bench.png", "up.json"):
             assert (report_dir / name).is_file(), name
             assert key.encode() not in (report_dir / name).read_bytes(), name
         smoke = json.loads((report_dir / "smoke.json").read_text())
@@ -87,6 +87,9 @@ def test_up_rehearsal_smoke_bench_down(docker_client, docker_base_image: str, tm
         assert bench  # the writers' own tests check its shape
         first = _up_json(folder)
         assert first["smoke_ok"] is True and first["bench_error"] is None
+        # `up` judges the bench as `bench` does (no failed request by default): requests completed, none failed.
+        assert first["bench_summary"] and all(row["completed"] > 0 for row in first["bench_summary"])
+        assert all(row["failed"] == 0 for row in first["bench_summary"]) and first["bench_gate_failures"] == []
         print(
             f"\nrehearsal up: healthy after {first['healthy_after_s']:.0f} s; stages {first['timings_s']}; "
             f"build {first['build']}"
@@ -116,6 +119,28 @@ def test_up_rehearsal_smoke_bench_down(docker_client, docker_base_image: str, tm
         (container,) = docker_client.containers.list(all=True, filters={"label": f"{LABEL_DIR}={folder}"})
         assert container.attrs["Args"][container.attrs["Args"].index("--max-num-seqs") + 1] == "8"
         print(f"rehearsal up, warm (image cached, flag changed): healthy after {second['healthy_after_s']:.0f} s")
+
+        # A bench gate that cannot hold fails `up` as it fails `bench`: exit 1, the server stays up.
+        gated = _cli(
+            "up",
+            "--rehearsal",
+            "--out",
+            str(folder),
+            "--port",
+            port,
+            "--max-num-seqs",
+            "8",
+            "--bench",
+            "quick",
+            "--slo",
+            "p95_ttft_ms=0",
+            timeout_s=UP_TIMEOUT_S,
+        )
+        assert gated.returncode == 1, f"{gated.stdout}\n{gated.stderr}"
+        assert "bench gate: p95_ttft_ms" in gated.stderr and "Traceback" not in gated.stderr
+        third = _up_json(folder)
+        assert third["bench_gate_failures"] and all(row["completed"] > 0 for row in third["bench_summary"])
+        assert json.loads(_cli("status", "--dir", str(folder), "--json").stdout)["state"] == "running"
     finally:
         down = _cli("down", "--dir", str(folder))
     assert down.returncode == 0, down.stderr

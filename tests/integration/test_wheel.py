@@ -81,3 +81,20 @@ def test_installed_copy_plans_and_renders_from_another_folder(installed_wheel: P
     assert render.returncode == 0, render.stderr
     assert "FROM nvidia/cuda:12.1.1-devel-ubuntu22.04" in (out / "Dockerfile").read_text()
     assert (out / "r4b.env").stat().st_mode & 0o777 == 0o600
+
+
+def test_installed_copy_carries_the_engine_helper(installed_wheel: Path, tmp_path: Path) -> None:
+    """`r4b-deploy engine` after `pip install`: the helper ships, and uses the toolkit's cache folder."""
+    assert "r4b_deploy/engine/docker-engine.sh" in set(zipfile.ZipFile(installed_wheel).namelist())
+    site = installed_wheel.parent.parent / "site"
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(site), "HOME": str(tmp_path)}
+    where = subprocess.run(
+        [sys.executable, "-m", "r4b_deploy", "engine", "where"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert where.returncode == 0, where.stderr
+    lines = dict(line.split("=", 1) for line in where.stdout.splitlines())
+    assert lines["data_root"] == f"{tmp_path}/.cache/r4b-deploy/docker-engine/data"
+    from r4b_deploy.pins import gpu_pins
+
+    assert lines["base_image"] == gpu_pins().base_image

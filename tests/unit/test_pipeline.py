@@ -6,22 +6,23 @@ tests/integration/test_docker_*.py and test_up_rehearsal.py."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
 from fixtures.servers import FakeServer, FakeServerConfig
 
+from r4b_deploy.deployment import Deployment, read_env_file
 from r4b_deploy.errors import EnvironmentProblem, LaunchError
-from r4b_deploy.launch.base import Endpoint, RuntimeStatus, StopResult
+from r4b_deploy.launch.base import Endpoint, Runtime, RuntimeStatus, StopResult
+from r4b_deploy.launch.ports import free_port
 from r4b_deploy.launch.state import read_state
 from r4b_deploy.pipeline import UpEvent, run_up
 from r4b_deploy.planning.plan import PlanRequest
-from r4b_deploy.render.deployment import read_env_file
 from r4b_deploy.render.options import RenderOptions
 
 
-class FakeServerRuntime:
+class FakeServerRuntime(Runtime):
     """A Runtime whose "server" is a FakeServer on 127.0.0.1, keyed with the folder's own API key."""
 
     name = "process"
@@ -32,12 +33,15 @@ class FakeServerRuntime:
         self.stops = 0
         self.log = [f"log line {i}" for i in range(log_lines)]
 
-    def start(self, deployment_dir: Path) -> Endpoint:
+    def build(self, deployment: Deployment, *, force: bool = False) -> None:
+        return None
+
+    def start(self, deployment: Deployment, env: Mapping[str, str]) -> Endpoint:
         if self.behaviour == "interrupt":
             raise KeyboardInterrupt
         if self.behaviour == "port":
             raise EnvironmentProblem("port 1 on 127.0.0.1 is already in use", fix="choose another --port")
-        key = read_env_file(deployment_dir)["VLLM_API_KEY"]
+        key = env["VLLM_API_KEY"]
         unhealthy = self.behaviour in ("never_healthy", "dies")
         config = FakeServerConfig(
             api_key=key,
@@ -46,10 +50,13 @@ class FakeServerRuntime:
             status_code=503,
         )
         self.server = FakeServer(config).start()
-        return Endpoint(url=self.server.url, served_model_name="r4b", api_key_file=deployment_dir / "r4b.env")
+        return Endpoint(url=self.server.url, served_model_name="r4b", api_key_file=deployment.env_file)
 
     def is_alive(self, deployment_dir: Path) -> bool:
         return self.behaviour != "dies"
+
+    def save_failure_log(self, deployment_dir: Path) -> Path | None:
+        return None
 
     def stop(self, deployment_dir: Path) -> StopResult:
         self.stops += 1
@@ -73,18 +80,10 @@ def runtime() -> Iterator[FakeServerRuntime]:
     rt.stop(Path("."))
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _up(tmp_path: Path, runtime, bench: str = "none", events: list | None = None, **kwargs):
     return run_up(
         PlanRequest(rehearsal=True),
-        RenderOptions(host_port=_free_port()),
+        RenderOptions(host_port=free_port()),
         tmp_path / "deploy",
         runtime=runtime,
         bench=bench,  # type: ignore[arg-type]
@@ -102,8 +101,9 @@ def test_up_runs_every_stage_and_writes_the_report(tmp_path: Path, runtime: Fake
     assert report.smoke_ok is True and report.smoke_failed == 0
     assert report.bench_error is None and len(report.bench_summary) == 2  # quick: two load levels
     folder = tmp_path / "deploy"
-    for name in ("plan.json", "smoke.json", "junit.xml", "bench.json", "bench.md", "chart.png", "up.json"):
+    for name in ("plan.json", "smoke.json", "junit.xml", "bench.json", "bench.md", "bench.png", "up.json"):
         assert (folder / "report" / name).is_file(), name
+        assert (folder / "report" / name).stat().st_mode & 0o777 == 0o644, name  # bug 4: one mode, no secret
     assert json.loads((folder / "report" / "plan.json").read_text())["rehearsal"] is True
     assert report.api_key_file == folder / "r4b.env"
     assert runtime.stops == 0  # a deployment that came up stays up
@@ -173,8 +173,8 @@ def test_smoke_failure_is_reported_not_raised_and_the_server_stays(tmp_path: Pat
     rt = FakeServerRuntime()
     original_start = rt.start
 
-    def start_with_wrong_name(deployment_dir: Path) -> Endpoint:
-        endpoint = original_start(deployment_dir)
+    def start_with_wrong_name(deployment: Deployment, env: Mapping[str, str]) -> Endpoint:
+        endpoint = original_start(deployment, env)
         assert rt.server is not None
         rt.server.config.served_model_name = "another-model"  # the server now serves something else
         return endpoint
@@ -199,7 +199,7 @@ def test_a_failure_after_health_stops_the_server(tmp_path: Path) -> None:
     with pytest.raises(EnvironmentProblem):
         run_up(
             PlanRequest(rehearsal=True),
-            RenderOptions(host_port=_free_port()),
+            RenderOptions(host_port=free_port()),
             tmp_path / "deploy",
             runtime=rt,
             bench="none",
@@ -223,3 +223,65 @@ def test_a_requested_interrupt_stops_the_next_wait_tick_even_if_the_first_was_sw
         pipeline.clear_interrupt()
     pipeline._emit(events.append, pipeline.UpEvent("health", "tick", elapsed_s=2.0))
     assert len(events) == 1
+
+
+# ---------------------------------------------------------------- bug 2: up judges the bench as `bench` does
+
+
+def test_every_measured_request_failing_fails_up_like_bench(tmp_path: Path) -> None:
+    """`bench` exits 1 when a request fails (--max-error-rate 0); `up` reported ok (exit 0) for a
+    benchmark in which every measured request failed."""
+    rt = FakeServerRuntime()
+
+    def fail_once_measuring(event: UpEvent) -> None:
+        # Smoke, pre-flight and warm-up pass; every request of the load levels gets a 503.
+        if event.stage == "bench" and event.kind == "progress" and event.data.phase == "load" and rt.server:
+            rt.server.config.behaviour = "status"
+            rt.server.config.status_code = 503
+
+    try:
+        report = run_up(
+            PlanRequest(rehearsal=True),
+            RenderOptions(host_port=free_port()),
+            tmp_path / "deploy",
+            runtime=rt,
+            bench="quick",
+            on_event=fail_once_measuring,
+        )
+        assert report.smoke_ok is True and report.bench_error is None
+        assert sum(row["failed"] for row in report.bench_summary) > 0
+        assert not report.ok
+        assert report.bench_gate_failures and all("error_rate" in line for line in report.bench_gate_failures)
+        assert any(p.startswith("bench gate: error_rate") for p in report.problems())
+        saved = json.loads((report.report_dir / "up.json").read_text())
+        assert saved["bench_gate_failures"] == report.bench_gate_failures
+        assert rt.stops == 0  # a failed gate is a report: the server stays up
+    finally:
+        rt.stop(tmp_path)
+
+
+def test_an_slo_gate_that_cannot_hold_fails_up_and_one_that_holds_passes(tmp_path: Path) -> None:
+    from r4b_deploy.bench.slo import parse_slo
+
+    rt = FakeServerRuntime()
+    report = _up(tmp_path, rt, bench="quick", gates=[parse_slo("p95_ttft_ms=0")])
+    assert all(row["completed"] > 0 and row["failed"] == 0 for row in report.bench_summary)
+    assert not report.ok
+    assert report.bench_gate_failures and all("p95_ttft_ms" in line for line in report.bench_gate_failures)
+    rt.stop(tmp_path)
+
+    other = FakeServerRuntime()
+    try:
+        held = _up(tmp_path, other, bench="quick", gates=[parse_slo("completed>=1")])
+        assert held.ok and held.bench_gate_failures == []
+    finally:
+        other.stop(tmp_path)
+
+
+def test_slo_gates_without_a_benchmark_are_a_usage_error(tmp_path: Path, runtime: FakeServerRuntime) -> None:
+    from r4b_deploy.bench.slo import parse_slo
+    from r4b_deploy.errors import UsageError
+
+    with pytest.raises(UsageError, match="--bench none"):
+        _up(tmp_path, runtime, bench="none", gates=[parse_slo("p95_ttft_ms=500")])
+    assert runtime.server is None  # refused before anything started

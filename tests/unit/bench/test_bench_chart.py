@@ -5,17 +5,13 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-import pytest
+from PIL import Image
 
 from r4b_deploy.bench.chart import CHART_DPI, CHART_SIZE_IN, render_chart_png
 from r4b_deploy.bench.writers import write_outputs
 
-pytest.importorskip("matplotlib")
-
 
 def test_chart_is_a_valid_png(make_report, tmp_path: Path) -> None:
-    from PIL import Image
-
     path = tmp_path / "bench.png"
     write_outputs(make_report(), chart_path=path)
     data = path.read_bytes()

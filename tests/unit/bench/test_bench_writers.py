@@ -5,7 +5,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from r4b_deploy.bench.writers import render_json, render_markdown, result_json, write_outputs
+from support import file_mode, umask
+
+from r4b_deploy.bench.writers import (
+    CHART_NAME,
+    JSON_NAME,
+    MARKDOWN_NAME,
+    render_json,
+    render_markdown,
+    result_json,
+    write_outputs,
+)
 
 # The keys of a `vllm bench serve` result file whose meaning ours shares (peers.md).
 VLLM_KEYS = [
@@ -87,3 +97,14 @@ def test_write_outputs_writes_whole_files(make_report, tmp_path: Path) -> None:
     assert json.loads((tmp_path / "a" / "r.json").read_text())["model_id"] == "r4b"
     assert (tmp_path / "r.md").read_text().startswith("# Benchmark")
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["a", "r.json", "r.md"]  # no temporary left
+
+
+def test_every_bench_file_is_readable_by_all_whatever_the_umask(make_report, tmp_path: Path) -> None:
+    """Bug 4: one mode for every report file (0644: figures, never a secret)."""
+    with umask(0o077):
+        write_outputs(make_report(), tmp_path / JSON_NAME, tmp_path / MARKDOWN_NAME, tmp_path / CHART_NAME)
+    assert {p.name: file_mode(p) for p in tmp_path.iterdir()} == {
+        "bench.json": 0o644,
+        "bench.md": 0o644,
+        "bench.png": 0o644,
+    }

@@ -6,6 +6,8 @@ import xml.etree.ElementTree as ET
 from datetime import datetime, timezone
 from pathlib import Path
 
+from support import file_mode, umask
+
 from r4b_deploy.checks.junit import junit_xml, write_junit
 from r4b_deploy.checks.report import write_json
 from r4b_deploy.checks.smoke import CheckResult, SmokeReport
@@ -66,3 +68,12 @@ def test_written_files_parse(tmp_path: Path) -> None:
     assert ET.parse(tmp_path / "sub" / "smoke.xml").getroot().find("testsuite").get("tests") == "4"
     assert SmokeReport.model_validate_json((tmp_path / "smoke.json").read_text()).failed == 2
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp files left
+
+
+def test_report_files_are_readable_by_all_whatever_the_umask(tmp_path: Path) -> None:
+    """Bug 4: smoke.json and junit.xml were 0600 while bench.json was 0644; reports hold no secret."""
+    report = make_report()
+    with umask(0o077):
+        write_json(report, tmp_path / "smoke.json")
+        write_junit(report, tmp_path / "junit.xml")
+    assert {p.name: file_mode(p) for p in tmp_path.iterdir()} == {"smoke.json": 0o644, "junit.xml": 0o644}

@@ -10,7 +10,7 @@ from pydantic import SecretStr
 
 from r4b_deploy.checks.junit import junit_xml
 from r4b_deploy.checks.report import report_json
-from r4b_deploy.checks.smoke import CheckResult, SmokeConfig, SmokeReport, redact_url, run_smoke
+from r4b_deploy.checks.smoke import CheckResult, SmokeConfig, SmokeReport, run_smoke
 from r4b_deploy.errors import UsageError
 
 PROTOCOL_CHECKS = [
@@ -150,15 +150,3 @@ def test_report_json_round_trips(fake_openai: Any) -> None:
     data = json.loads(report_json(report))
     assert data["passed"] == report.passed and data["failed"] == 0 and data["ok"] is True
     assert SmokeReport.model_validate(data).checks == report.checks
-
-
-@pytest.mark.parametrize(
-    ("url", "expected"),
-    [
-        ("http://127.0.0.1:8000", "http://127.0.0.1:8000"),
-        ("http://user:pw@host:8000/x", "http://host:8000/x"),
-        ("https://token@host", "https://host"),
-    ],
-)
-def test_redact_url(url: str, expected: str) -> None:
-    assert redact_url(url) == expected

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from r4b_deploy.client.http import ChatResult, ClientError, EndpointClient, normalize_base_url
+from r4b_deploy.client.http import ChatResult, ClientError, EndpointClient
 from r4b_deploy.client.images import large_image_url, small_image_url
 
 QUESTION = [{"role": "user", "content": "What is 7 + 5?"}]
@@ -38,19 +39,6 @@ def finishes(call: Callable[[], Any]) -> Any:
     if "error" in outcome:
         raise outcome["error"]
     return outcome["value"]
-
-
-@pytest.mark.parametrize(
-    ("given", "expected"),
-    [
-        ("http://h:1", "http://h:1"),
-        ("http://h:1/", "http://h:1"),
-        ("http://h:1/v1", "http://h:1"),
-        (" http://h:1/v1/ ", "http://h:1"),
-    ],
-)
-def test_base_url_is_normalized(given: str, expected: str) -> None:
-    assert normalize_base_url(given) == expected
 
 
 def test_health_models_tokenize(fake_openai: Any) -> None:
@@ -209,3 +197,75 @@ def test_the_key_never_shows(fake_openai: Any) -> None:
     with client_for(fake_openai, api_key="wrong-secret-123") as bad, pytest.raises(ClientError) as info:
         bad.models()
     assert "wrong-secret-123" not in str(info.value)
+
+
+# -- issue 11: a total deadline per request, and bounded reads ------------------------------
+
+TRICKLE_INTERVAL_S = 0.2  # a byte well within each read's timeout: only a total deadline ends it
+DEADLINE_TIMEOUT_S = 1.0
+DEADLINE_SLACK_S = 1.5  # the watchdog fires at the deadline; this covers a busy 2-core machine
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda c: c.health_status(),
+        lambda c: c.models(),
+        lambda c: c.chat(QUESTION, max_tokens=8),
+        lambda c: c.chat_stream(QUESTION, max_tokens=8),
+    ],
+    ids=["health", "models", "chat", "chat_stream"],
+)
+def test_a_trickling_server_is_cut_at_the_total_deadline(fake_openai_server: Any, call: Callable) -> None:
+    server = fake_openai_server(behaviour="trickle", trickle_interval_s=TRICKLE_INTERVAL_S, fault_health=True)
+    client = client_for(server, timeout_s=DEADLINE_TIMEOUT_S)
+    t0 = time.monotonic()
+    with pytest.raises(ClientError) as info:
+        finishes(lambda: call(client))
+    assert time.monotonic() - t0 < DEADLINE_TIMEOUT_S + DEADLINE_SLACK_S
+    assert info.value.kind == "timeout"
+    assert f"within {DEADLINE_TIMEOUT_S:g} s" in info.value.message
+
+
+def test_the_deadline_also_cuts_a_kept_alive_connection(fake_openai_server: Any) -> None:
+    server = fake_openai_server()
+    client = client_for(server, timeout_s=DEADLINE_TIMEOUT_S)
+    assert client.models() == [server.served_model_name]  # opens the connection the next call reuses
+    server.config.behaviour = "trickle"
+    server.config.trickle_interval_s = TRICKLE_INTERVAL_S
+    t0 = time.monotonic()
+    with pytest.raises(ClientError, match="within"):
+        finishes(client.models)
+    assert time.monotonic() - t0 < DEADLINE_TIMEOUT_S + DEADLINE_SLACK_S
+
+
+def test_a_body_over_the_cap_is_refused_not_read(fake_openai_server: Any) -> None:
+    from r4b_deploy.client.wire import BODY_MAX_BYTES
+
+    server = fake_openai_server(big_body_bytes=BODY_MAX_BYTES + 1)
+    client = client_for(server)
+    for call in (client.models, lambda: client.chat(QUESTION, max_tokens=8)):
+        with pytest.raises(ClientError) as info:
+            finishes(call)
+        assert info.value.kind == "protocol" and "over 8 MiB" in info.value.message
+    assert client.health()  # /health's body is never read: its status is the answer
+
+
+def test_a_big_error_body_still_gives_the_status(fake_openai_server: Any) -> None:
+    from r4b_deploy.client.wire import BODY_MAX_BYTES
+
+    server = fake_openai_server(behaviour="status", status_code=503, big_body_bytes=BODY_MAX_BYTES * 2)
+    with pytest.raises(ClientError) as info:
+        finishes(lambda: client_for(server).models())
+    assert info.value.kind == "http_5xx" and info.value.status_code == 503
+
+
+def test_a_stream_over_its_max_tokens_worth_is_refused(fake_openai_server: Any) -> None:
+    from r4b_deploy.client.wire import stream_max_bytes
+
+    max_tokens = 8
+    server = fake_openai_server(big_body_bytes=stream_max_bytes(max_tokens))  # one comment line that big
+    with pytest.raises(ClientError) as info:
+        finishes(lambda: client_for(server).chat_stream(QUESTION, max_tokens=max_tokens))
+    assert info.value.kind in ("protocol", "stream")
+    assert "ran past" in info.value.message or "line over" in info.value.message

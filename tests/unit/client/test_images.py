@@ -6,10 +6,9 @@ import base64
 import io
 
 import pytest
+from PIL import Image  # a test dependency (pyproject's `test` extra): it decodes the PNGs
 
 from r4b_deploy.client import images
-
-Image = pytest.importorskip("PIL.Image", reason="Pillow (a test dependency) decodes the PNGs")
 
 
 def decode(data_url: str):  # -> PIL.Image.Image

@@ -63,7 +63,7 @@ NVML_NAMES = {
     "NVIDIA GeForce RTX 3090 Ti": None,
     "NVIDIA H100": None,  # also the H100 94 GB: too vague to guess the memory
     "Tesla V100-SXM2-16GB": None,
-    "NVIDIA B200": None,
+    "NVIDIA B200": "B200",  # in the catalog since issue 9 (cards people rent today)
 }
 
 

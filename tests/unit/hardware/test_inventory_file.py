@@ -115,3 +115,33 @@ def test_mixed_inventory_is_not_homogeneous() -> None:
     mixed = inv.model_copy(update={"gpus": [inv.gpus[0], inv.gpus[1].model_copy(update={"memory_total_bytes": GIB})]})
     assert not mixed.homogeneous
     assert mixed.min_memory_total_bytes == GIB
+
+
+# Hostile files: each is the user's input to correct (exit 4), never an internal error.
+def _gpu(**fields: object) -> dict:
+    return {"index": 0, "name": "X", "memory_total_bytes": 80 * GIB, "compute_capability": "9.0", **fields}
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        ("[" * 10_000 + "]" * 10_000, "nested too deep"),
+        ('{"gpus": [{"index": ' + "9" * 5000 + "}]}", "number too long"),
+        (b'\xff\xfe{"gpus": []}', "not UTF-8"),
+        (b" " * (2 * 1024**2) + b"{}", "larger than"),
+        ({"source": "nvml", "gpus": [_gpu(memory_total_bytes=10**400)]}, "memory_total_bytes"),
+        ({"source": "nvml", "gpus": [_gpu(memory_free_bytes=2**64)]}, "memory_free_bytes"),
+        ({"source": "nvml", "gpus": [_gpu(index=10**300)]}, "index"),
+        ({"source": "nvml", "gpus": [_gpu(compute_capability="9" * 4000 + ".0")]}, "compute_capability"),
+    ],
+)
+def test_hostile_file_is_a_usage_error(content: object, match: str, tmp_path: Path) -> None:
+    path = tmp_path / "inventory.json"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content if isinstance(content, str) else json.dumps(content))
+    with pytest.raises(UsageError, match=match) as caught:
+        load_inventory_file(path)
+    assert caught.value.exit_code == ExitCode.USAGE
+    assert len(caught.value.message) < 300 and "\n" not in caught.value.message

@@ -11,7 +11,8 @@ import pytest
 from fixtures.nvml import INVENTORY_L4, r4b_deploy_command, standin_gpu
 
 from r4b_deploy.launch import doctor
-from r4b_deploy.render.pins import gpu_pins
+from r4b_deploy.launch.ports import free_port
+from r4b_deploy.pins import gpu_pins
 
 
 def test_version_tuple_orders_driver_versions() -> None:
@@ -81,16 +82,10 @@ def _check(report: dict, name: str) -> dict:
     return next(c for c in report["checks"] if c["name"] == name)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.integration
 def test_driver_between_minimum_and_recommended_warns(nvml_env) -> None:
     # L4 stand-in: driver 550.54.15, CUDA 12.4: above the 525.60.13 floor, below 570.26 / CUDA 12.8.
-    rc, report = _doctor_json(nvml_env(INVENTORY_L4), "--port", str(_free_port()))
+    rc, report = _doctor_json(nvml_env(INVENTORY_L4), "--port", str(free_port()))
     driver, cuda = _check(report, "driver"), _check(report, "cuda")
     assert driver["status"] == "warn" and "550.54.15" in driver["message"] and "NVIDIA L4" in driver["message"]
     assert gpu_pins().recommended_driver_version in driver["fix"]
@@ -105,7 +100,7 @@ def test_new_driver_passes(nvml_env) -> None:
         "cuda_driver_version": 13000,
         "devices": [standin_gpu("NVIDIA H100 80GB HBM3", 81559, (9, 0))],
     }
-    _, report = _doctor_json(nvml_env(inventory), "--port", str(_free_port()))
+    _, report = _doctor_json(nvml_env(inventory), "--port", str(free_port()))
     assert _check(report, "driver")["status"] == "pass"
     assert _check(report, "cuda")["status"] == "pass"
 
@@ -117,7 +112,7 @@ def test_old_driver_fails_with_exit_1(nvml_env) -> None:
         "cuda_driver_version": 11040,
         "devices": [standin_gpu("Tesla T4", 15360, (7, 5))],
     }
-    rc, report = _doctor_json(nvml_env(inventory), "--port", str(_free_port()))
+    rc, report = _doctor_json(nvml_env(inventory), "--port", str(free_port()))
     driver = _check(report, "driver")
     assert driver["status"] == "fail" and gpu_pins().min_driver_version in driver["message"]
     assert _check(report, "cuda")["status"] == "fail"
@@ -126,7 +121,7 @@ def test_old_driver_fails_with_exit_1(nvml_env) -> None:
 
 @pytest.mark.integration
 def test_no_driver_library_fails(nvml_env) -> None:
-    rc, report = _doctor_json(nvml_env(None), "--port", str(_free_port()))
+    rc, report = _doctor_json(nvml_env(None), "--port", str(free_port()))
     driver = _check(report, "driver")
     assert driver["status"] == "fail" and "libnvidia-ml" in driver["message"]
     assert "--rehearsal" in driver["fix"]
@@ -138,7 +133,7 @@ def test_no_docker_engine_is_one_failed_line(tmp_path: Path) -> None:
 
     env = {**os.environ, "DOCKER_HOST": f"unix://{tmp_path}/no-such.sock"}
     proc = subprocess.run(
-        [*r4b_deploy_command(), "doctor", "--json", "--rehearsal", "--port", str(_free_port())],
+        [*r4b_deploy_command(), "doctor", "--json", "--rehearsal", "--port", str(free_port())],
         env=env,
         capture_output=True,
         text=True,

@@ -10,6 +10,7 @@ import pytest
 
 from r4b_deploy.errors import LaunchError
 from r4b_deploy.launch.health import probe_health, wait_healthy
+from r4b_deploy.launch.ports import free_port
 
 
 class HealthServer:
@@ -49,12 +50,7 @@ class HealthServer:
 @pytest.fixture
 def closed_port_url() -> Iterator[str]:
     """A loopback URL where nothing listens (bound then closed)."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    yield f"http://127.0.0.1:{port}"
+    yield f"http://127.0.0.1:{free_port()}"
 
 
 def test_returns_once_health_answers_200() -> None:

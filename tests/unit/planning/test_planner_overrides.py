@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from planning_helpers import flag_value, same
+from planning_helpers import flag_value, plan_args, same
 
 from r4b_deploy.errors import InfeasibleError, UsageError
 from r4b_deploy.planning.plan import PlanRequest
@@ -29,7 +29,7 @@ T4 = same(1, "T4", 15360, "7.5")
 )
 def test_override_lands_in_args(override: dict, flag: str, expected: str) -> None:
     plan = make_plan(PlanRequest(**override), L4)
-    assert flag_value(plan.vllm.args, flag) == expected
+    assert flag_value(plan_args(plan), flag) == expected
     assert plan.memory.kv_tokens >= plan.vllm.max_model_len
 
 
@@ -66,13 +66,14 @@ def nearest(fix: str, flag: str) -> str:
 @pytest.mark.parametrize(
     ("inv", "request_kwargs", "flag", "field", "step"),
     [
-        (L4, {"max_model_len": 40960, "images_per_prompt": 4}, "--max-model-len", "max_model_len", 1),
-        (L4, {"max_model_len": 40960, "images_per_prompt": 4}, "--images-per-prompt", "images_per_prompt", 1),
-        (L4, {"images_per_prompt": 40}, "--images-per-prompt", "images_per_prompt", 1),
+        # Issue 9: vLLM profiles one image whatever --limit-mm-per-prompt says, so images no longer
+        # cost memory (L4 with 4 images at 40,960 tokens now fits): the refusals move to the T4.
+        (T4, {"max_model_len": 32768, "images_per_prompt": 4}, "--max-model-len", "max_model_len", 1),
+        (T4, {"max_num_seqs": 100_000}, "--max-num-seqs", "max_num_seqs", 1),
         (L4, {"max_num_seqs": 100_000}, "--max-num-seqs", "max_num_seqs", 1),
         (L4, {"gpu_memory_utilization": 0.5}, "--gpu-memory-utilization", "gpu_memory_utilization", -0.01),
         (T4, {"gpu_memory_utilization": 0.5}, "--gpu-memory-utilization", "gpu_memory_utilization", -0.01),
-        (T4, {"max_model_len": 16384}, "--max-model-len", "max_model_len", 1),
+        (T4, {"max_model_len": 24576}, "--max-model-len", "max_model_len", 1),
     ],
 )
 def test_override_refused_with_nearest_fit(inv, request_kwargs: dict, flag: str, field: str, step: float) -> None:
@@ -92,8 +93,9 @@ def test_override_refused_with_nearest_fit(inv, request_kwargs: dict, flag: str,
 
 
 def test_kv_dtype_refusal_suggests_fp8() -> None:
+    # Issue 9 moved L4's KV cache above 40,960 tokens: the T4 is now the GPU this is refused on.
     with pytest.raises(InfeasibleError) as info:
-        make_plan(PlanRequest(kv_cache_dtype="auto", max_model_len=40960, images_per_prompt=3), L4)
+        make_plan(PlanRequest(kv_cache_dtype="auto", max_model_len=32768, images_per_prompt=3), T4)
     assert "--kv-cache-dtype fp8" in (info.value.fix or "")
-    plan = make_plan(PlanRequest(kv_cache_dtype="fp8", max_model_len=40960, images_per_prompt=3), L4)
-    assert plan.memory.kv_tokens >= 40960
+    plan = make_plan(PlanRequest(kv_cache_dtype="fp8", max_model_len=32768, images_per_prompt=3), T4)
+    assert plan.memory.kv_tokens >= 32768

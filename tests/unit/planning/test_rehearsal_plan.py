@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 import yaml
-from planning_helpers import flag_value
+from planning_helpers import flag_value, plan_args
 
 from r4b_deploy.errors import UsageError
 from r4b_deploy.paths import profiles_dir
@@ -20,7 +22,7 @@ REHEARSAL_YAML = yaml.safe_load((profiles_dir() / "tiers" / "rehearsal.yaml").re
 
 def test_rehearsal_args() -> None:
     plan = make_plan(PlanRequest(rehearsal=True))
-    args = plan.vllm.args
+    args = plan_args(plan)
     assert args[0] == "/models/tiny-r4b" == plan.vllm.model
     assert flag_value(args, "--served-model-name") == model_spec().served_model_name
     assert flag_value(args, "--max-model-len") == str(VLLM_YAML["rehearsal"]["max_model_len"])
@@ -51,9 +53,9 @@ def test_profile_rehearsal_is_the_rehearsal() -> None:
 
 def test_rehearsal_overrides() -> None:
     plan = make_plan(PlanRequest(rehearsal=True, max_model_len=1024, images_per_prompt=1, max_num_seqs=4))
-    assert flag_value(plan.vllm.args, "--max-model-len") == "1024"
-    assert flag_value(plan.vllm.args, "--max-num-seqs") == "4"
-    assert flag_value(plan.vllm.args, "--limit-mm-per-prompt") == '{"image":1,"video":0}'
+    assert flag_value(plan_args(plan), "--max-model-len") == "1024"
+    assert flag_value(plan_args(plan), "--max-num-seqs") == "4"
+    assert flag_value(plan_args(plan), "--limit-mm-per-prompt") == '{"image":1,"video":0}'
 
 
 @pytest.mark.parametrize(
@@ -63,3 +65,18 @@ def test_rehearsal_overrides() -> None:
 def test_gpu_options_refused_with_rehearsal(kwargs: dict) -> None:
     with pytest.raises(UsageError):
         make_plan(PlanRequest(rehearsal=True, **kwargs))
+
+
+def test_planning_and_rendering_the_rehearsal_read_pins_without_the_venv_builder() -> None:
+    # The pins are data (r4b_deploy.pins); rehearsal/vllm_cpu.py builds venvs and is loaded only to build one.
+    code = (
+        "import sys\n"
+        "from r4b_deploy.planning.plan import PlanRequest\n"
+        "from r4b_deploy.planning.planner import make_plan\n"
+        "from r4b_deploy.render.deployment import render_files\n"
+        "from r4b_deploy.render.options import RenderOptions\n"
+        "render_files(make_plan(PlanRequest(rehearsal=True)), RenderOptions(), '/srv/r4b-check')\n"
+        "print('r4b_deploy.rehearsal.vllm_cpu' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"

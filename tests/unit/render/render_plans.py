@@ -42,30 +42,6 @@ def _memory(gpu_bytes: int, kv_tokens: int, max_model_len: int) -> MemoryBreakdo
     )
 
 
-def _args(model: str, max_model_len: int, max_num_seqs: int, batched: int, tp: int, extra: list[str]) -> list[str]:
-    return [
-        model,
-        "--served-model-name",
-        "r4b",
-        "--trust-remote-code",
-        "--dtype",
-        "bfloat16",
-        "--max-model-len",
-        str(max_model_len),
-        "--max-num-seqs",
-        str(max_num_seqs),
-        "--max-num-batched-tokens",
-        str(batched),
-        "--gpu-memory-utilization",
-        "0.9",
-        *(["--tensor-parallel-size", str(tp)] if tp > 1 else []),
-        # The planner may emit JSON with spaces: the renderer compacts it.
-        "--limit-mm-per-prompt",
-        '{"image": 2, "video": 0}',
-        *extra,
-    ]
-
-
 def gpu_plan(
     profile: str, gpu_name: str, gpu_bytes: int, count: int, max_model_len: int, name_indices: bool = True
 ) -> Plan:
@@ -80,16 +56,16 @@ def gpu_plan(
             GPU(index=i, name=gpu_name, memory_total_bytes=gpu_bytes, compute_capability="8.0") for i in range(count)
         ],
         vllm=VllmSettings(
-            args=_args("YannQi/R-4B", max_model_len, seqs, batched, tp, ["--reasoning-parser", "qwen3"]),
             model="YannQi/R-4B",
             served_model_name="r4b",
+            trust_remote_code=True,
             tensor_parallel_size=tp,
             max_model_len=max_model_len,
             max_num_seqs=seqs,
             max_num_batched_tokens=batched,
             gpu_memory_utilization=0.9,
             dtype="bfloat16",
-            limit_mm_per_prompt={"image": 2, "video": 0},
+            images_per_prompt=2,
             reasoning_parser="qwen3",
         ),
         memory=_memory(gpu_bytes, 60_000, max_model_len),
@@ -107,16 +83,17 @@ def rehearsal_plan() -> Plan:
         inventory_source="catalog",
         gpus=[],
         vllm=VllmSettings(
-            args=_args(model, 2048, 4, 2048, 1, ["--enforce-eager"]),
             model=model,
             served_model_name="r4b",
+            trust_remote_code=True,
             tensor_parallel_size=1,
             max_model_len=2048,
             max_num_seqs=4,
             max_num_batched_tokens=2048,
             gpu_memory_utilization=0.9,
             dtype="bfloat16",
-            limit_mm_per_prompt={"image": 2, "video": 0},
+            images_per_prompt=2,
+            enforce_eager=True,
         ),
         memory=_memory(GIB, 8192, 2048),
     )

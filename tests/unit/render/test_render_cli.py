@@ -10,8 +10,8 @@ import pytest
 from render_plans import make_wheelhouse
 
 from r4b_deploy.cli.main import main
+from r4b_deploy.deployment import Deployment, load_deployment, read_env_file
 from r4b_deploy.errors import ExitCode
-from r4b_deploy.render.deployment import Deployment, load_deployment, read_env_file
 
 
 def _run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:

@@ -11,8 +11,7 @@ import pytest
 import yaml
 from render_plans import heavy_plan, light_plan, make_ca_bundle, make_wheelhouse, rehearsal_plan, tp8_plan
 
-from r4b_deploy.errors import ConfigError, EnvironmentProblem, UsageError
-from r4b_deploy.render.deployment import (
+from r4b_deploy.deployment import (
     ARGS_NAME,
     COMPOSE_NAME,
     DOCKERFILE_NAME,
@@ -23,11 +22,11 @@ from r4b_deploy.render.deployment import (
     modified_files,
     project_name_for,
     read_env_file,
-    render_files,
-    write_deployment,
 )
+from r4b_deploy.errors import ConfigError, EnvironmentProblem, UsageError
+from r4b_deploy.pins import gpu_pins, rehearsal_profile
+from r4b_deploy.render.deployment import render_files, write_deployment
 from r4b_deploy.render.options import RenderOptions, reading_manifest
-from r4b_deploy.render.pins import gpu_pins, rehearsal_profile
 
 
 def _options(tmp_path: Path, **kwargs: object) -> RenderOptions:
@@ -175,8 +174,13 @@ def test_non_empty_foreign_folder_needs_force(tmp_path: Path) -> None:
 
 
 def test_empty_existing_folder_is_fine(tmp_path: Path) -> None:
-    (tmp_path / "deploy").mkdir()
-    write_deployment(light_plan(), _options(tmp_path), tmp_path / "deploy", environ={})
+    out = tmp_path / "deploy"
+    out.mkdir()
+    deployment = write_deployment(light_plan(), _options(tmp_path), out, environ={})
+    fresh = tmp_path / "fresh"
+    write_deployment(light_plan(), _options(tmp_path), fresh, environ={})
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in fresh.iterdir())  # a whole deployment
+    assert load_deployment(out) == deployment and deployment.dir == out.resolve()
 
 
 def test_a_file_in_place_of_the_folder_is_refused(tmp_path: Path) -> None:
@@ -212,7 +216,9 @@ def test_failing_write_leaves_the_folder_as_it_was(tmp_path: Path) -> None:
 def test_failing_first_render_creates_nothing(tmp_path: Path) -> None:
     out = tmp_path / "a" / "b" / "deploy"
     with pytest.raises(UsageError):
-        write_deployment(rehearsal_plan(), _options(tmp_path, vllm_version="0.11.0"), out, environ={})
+        # A release not in profiles/vllm.yaml gpu.releases: refused before anything is written.
+        unpinned = light_plan().model_copy(update={"vllm_version": "0.11.0"})
+        write_deployment(unpinned, _options(tmp_path), out, environ={})
     assert not (tmp_path / "a").exists()
 
 
@@ -282,7 +288,7 @@ def test_flags_and_run_options_do_not_change_the_image(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "change",
     [
-        {"vllm_version": "0.10.2"},
+        {"vllm_version": "0.19.1"},  # the plan's release (profiles/vllm.yaml), not an option
         {"base_image": "nvidia/cuda:12.8.1-devel-ubuntu22.04"},
         {"ca_bundle": "ca"},
         {"wheelhouse": "wheels"},
@@ -293,8 +299,11 @@ def test_build_inputs_change_the_image_tag(change: dict[str, str], tmp_path: Pat
         change = {"ca_bundle": str(make_ca_bundle(tmp_path / "ca.pem"))}
     if "wheelhouse" in change:
         change = {"wheelhouse": str(make_wheelhouse(tmp_path / "wheels"))}
+    plan = light_plan()
+    if "vllm_version" in change:
+        plan, change = plan.model_copy(update=change), {}
     base = json.loads(render_files(light_plan(), _options(tmp_path), tmp_path / "d")[MANIFEST_NAME])
-    other = json.loads(render_files(light_plan(), _options(tmp_path, **change), tmp_path / "d")[MANIFEST_NAME])
+    other = json.loads(render_files(plan, _options(tmp_path, **change), tmp_path / "d")[MANIFEST_NAME])
     assert other["image_tag"] != base["image_tag"]
     assert other["image_tag"].startswith("r4b-deploy/r4b:")
     assert len(other["image_tag"].split(":")[1]) == 12
@@ -395,7 +404,7 @@ def test_served_model_name_override(tmp_path: Path) -> None:
 
 def test_vllm_version_option_does_not_apply_to_the_rehearsal(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="--vllm-version applies to GPU images"):
-        render_files(rehearsal_plan(), _options(tmp_path, vllm_version="0.11.0"))
+        render_files(rehearsal_plan().model_copy(update={"vllm_version": "0.33.0"}), _options(tmp_path))
 
 
 def test_vllm_version_defaults_to_the_pin(tmp_path: Path) -> None:

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from render_plans import golden_cases, heavy_plan, light_plan, make_ca_bundle, make_wheelhouse, rehearsal_plan
 
+from r4b_deploy.pins import gpu_pins, rehearsal_profile
 from r4b_deploy.render.deployment import DOCKERFILE_NAME, DOCKERIGNORE_NAME, render_files, write_deployment
 from r4b_deploy.render.options import RenderOptions
-from r4b_deploy.render.pins import gpu_pins, rehearsal_profile
 
 KNOWN = {"FROM", "RUN", "COPY", "ENV", "LABEL", "EXPOSE", "HEALTHCHECK", "ENTRYPOINT", "CMD", "ARG", "WORKDIR", "USER"}
 
@@ -93,10 +93,15 @@ def test_gpu_image_records_the_pins() -> None:
         assert package in apt.split()
 
 
-def test_vllm_version_option_is_installed() -> None:
-    options = RenderOptions(hf_cache_dir="/srv/hf", vllm_version="0.10.2")
-    text = render_files(heavy_plan(), options, "/srv/d")[DOCKERFILE_NAME]
-    assert "vllm==0.10.2" in text and "vllm==0.11.0" not in text
+def test_the_plans_vllm_release_is_installed_with_its_own_needs() -> None:
+    options = RenderOptions(hf_cache_dir="/srv/hf")
+    older = gpu_pins("0.19.1")
+    text = render_files(heavy_plan().model_copy(update={"vllm_version": "0.19.1"}), options, "/srv/d")[DOCKERFILE_NAME]
+    assert "vllm==0.19.1" in text and f"vllm=={gpu_pins().vllm_version}" not in text
+    labels = " ".join(args for keyword, args in instructions(text) if keyword == "LABEL")
+    assert f'io.r4b-deploy.cuda-runtime="{older.cuda_runtime}"' in labels  # 12.8, not the newest's 13.0
+    assert f'io.r4b-deploy.min-driver-version="{older.min_driver_version}"' in labels
+    assert f"CUDA {older.cuda_runtime.split('.')[0]}.x minor-version" in text
 
 
 def test_rehearsal_image_is_multi_stage_and_leaves_the_wheels_behind(tmp_path: Path) -> None:
@@ -105,8 +110,11 @@ def test_rehearsal_image_is_multi_stage_and_leaves_the_wheels_behind(tmp_path: P
     base, build, final = stages(instructions(text))
     profile = rehearsal_profile()
     apt = next(args for keyword, args in base if keyword == "RUN")
-    for package in ("python3-venv", "libnuma1", "curl", "ca-certificates"):
+    # The base image has no Python: the image installs the pinned one and its venv module from apt.
+    for package in (f"python{profile.min_python}", f"python{profile.min_python}-venv", "libnuma1", "curl"):
         assert package in apt.split()
+    assert "ca-certificates" in apt.split()
+    assert any(args.startswith(f"python{profile.min_python} -m venv ") for keyword, args in build if keyword == "RUN")
     assert ("COPY", "wheelhouse /wheels") in build
     install = next(args for keyword, args in build if keyword == "RUN" and "pip install" in args)
     assert "--no-index --find-links /wheels" in install

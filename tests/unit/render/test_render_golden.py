@@ -4,7 +4,8 @@ Regenerate after an intended change with `R4B_UPDATE_GOLDEN=1 pytest tests/unit/
 read the diff. Goldens are machine independent: the folder is a fixed path (render_files is
 pure), temporary host inputs read `<TMP>`, the toolkit version `<VERSION>`, and what depends on
 the rehearsal scripts (owned by the rehearsal package) `<REHEARSAL-SCRIPT>`, and the manifest's
-copy of the Plan (the planner's schema) `<PLAN>`.
+copy of the Plan `<PLAN>`: its shape is the planner's schema, so it is not goldened; its content
+is checked against the very plan that was rendered.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pytest
 from render_plans import golden_cases
 
 from r4b_deploy import __version__
+from r4b_deploy.planning.plan import Plan
 from r4b_deploy.render.deployment import MANIFEST_NAME, render_files
 from r4b_deploy.render.options import RenderOptions
 
@@ -25,7 +27,7 @@ UPDATE = os.environ.get("R4B_UPDATE_GOLDEN") == "1"
 CASES = ["light", "heavy", "tp8", "rehearsal", "light-custom"]
 
 
-def _normalise(case: str, files: dict[str, str], tmp: Path) -> dict[str, str]:
+def _normalise(case: str, files: dict[str, str], tmp: Path, plan: Plan) -> dict[str, str]:
     out = {}
     tag = json.loads(files[MANIFEST_NAME])["image_tag"]
     for name, text in files.items():
@@ -38,8 +40,10 @@ def _normalise(case: str, files: dict[str, str], tmp: Path) -> dict[str, str]:
             manifest = json.loads(text)
             assert manifest["toolkit_version"] == __version__
             manifest["toolkit_version"] = "<VERSION>"
-            # The Plan is the planner's schema: the manifest round-trip test covers it.
-            assert manifest["plan"] == json.loads(files[MANIFEST_NAME])["plan"]
+            # The manifest carries the plan that was rendered, whole (`up`, `status` read it back).
+            recorded = json.loads(files[MANIFEST_NAME])["plan"]
+            assert recorded == plan.model_dump(mode="json"), f"{case}: the manifest's plan is not the rendered plan"
+            assert Plan.model_validate(recorded) == plan
             manifest["plan"] = "<PLAN>"
             for key in manifest["files"]:
                 # The scripts, and the files naming the image tag their content is hashed into.
@@ -54,7 +58,7 @@ def _normalise(case: str, files: dict[str, str], tmp: Path) -> dict[str, str]:
 def test_rendered_files_match_golden(case: str, tmp_path: Path) -> None:
     plan, kwargs = golden_cases(tmp_path)[case]
     files = render_files(plan, RenderOptions(**kwargs), Path("/srv/r4b-golden") / case)
-    rendered = _normalise(case, files, tmp_path)
+    rendered = _normalise(case, files, tmp_path, plan)
     folder = GOLDEN_DIR / case
     if UPDATE:
         if folder.exists():

@@ -8,8 +8,8 @@ import pytest
 from render_plans import make_ca_bundle, make_wheelhouse
 
 from r4b_deploy.errors import UsageError
+from r4b_deploy.pins import gpu_pins
 from r4b_deploy.render.options import MIN_SHM_SIZE_BYTES, RenderOptions, parse_size_bytes
-from r4b_deploy.render.pins import gpu_pins
 
 INJECTIONS = ["x\nRUN id", "x'y", 'x"y', "$(id)", "x;id", "`id`", "x|id", "x&id", "x>y", "x\\y"]
 
@@ -18,7 +18,6 @@ BAD_VALUES: dict[str, tuple[str, list[object]]] = {
     "host_port": ("--port", [0, 65536, -1, "8000; id", "80 80"]),
     "public": ("--public", ["yes; id", "$(id)"]),
     "base_image": ("--base-image", [*INJECTIONS, "nvidia/cuda:12.1 x", "Nvidia/CUDA", "img:tag\n", ""]),
-    "vllm_version": ("--vllm-version", [*INJECTIONS, "latest", "0.9.2", "0.11.0 ", "0.11.0;id"]),
     "ca_bundle": ("--ca-bundle", ["/nonexistent/ca.pem", "/tmp/x\nRUN id", "/tmp/$(id)"]),
     "wheelhouse": ("--wheelhouse", ["/nonexistent/wheels", "/tmp/w\nRUN id", "/tmp/`id`"]),
     "hf_cache_dir": ("--hf-cache", [*[f"/srv/{v}" for v in INJECTIONS], "/srv/hf cache", "/srv/a:b"]),
@@ -72,7 +71,7 @@ def test_defaults() -> None:
     assert options.host_port == 8000
     assert options.public is False
     assert options.base_image == gpu_pins().base_image
-    assert options.vllm_version is None  # the pin, resolved when rendering
+    assert "vllm_version" not in RenderOptions.model_fields  # the plan's pin (tests/unit/test_pins.py)
     assert options.hf_cache_dir == Path("~/.cache/huggingface").expanduser()
     assert options.hf_token_env == "HF_TOKEN"
     assert options.ulimits == {}  # memlock fails without CAP_SYS_RESOURCE: none by default
@@ -83,7 +82,6 @@ def test_good_values_are_kept(tmp_path: Path) -> None:
     options = RenderOptions(
         host_port=9443,
         base_image="registry.example.com:5000/team/cuda:12.1.1-devel-ubuntu22.04",
-        vllm_version="0.10.2.post1",
         ca_bundle=make_ca_bundle(tmp_path / "ca.pem"),
         wheelhouse=make_wheelhouse(tmp_path / "wheels"),
         hf_cache_dir=tmp_path / "hf",
@@ -119,11 +117,6 @@ def test_wheelhouse_must_hold_wheels(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(UsageError, match=r"--wheelhouse: .*no \.whl file"):
         RenderOptions(wheelhouse=tmp_path / "empty")
-
-
-def test_vllm_older_than_r4b_support_is_refused() -> None:
-    with pytest.raises(UsageError, match=r"support landed in 0\.10\.2"):
-        RenderOptions(vllm_version="0.10.1")
 
 
 def test_ipc_host_and_shm_size_exclude_each_other() -> None:
