@@ -71,13 +71,16 @@ def write_text_atomic(path: Path, text: str, *, mode: int) -> None:
 def unwritable_reason(path: Path) -> str | None:
     """Why `write_*_atomic(path, ...)` would fail, or None. Commands check their output paths
     with it before long work (a benchmark), so a typo costs nothing; it creates nothing."""
-    if path.is_dir():
-        return "it is a folder"
-    folder = path.parent
-    while not folder.exists() and folder != folder.parent:  # missing folders are created on write
-        folder = folder.parent
-    if not folder.is_dir():
-        return f"{folder} is not a folder"
+    try:
+        if path.is_dir():
+            return "it is a folder"
+        folder = path.parent
+        while not folder.exists() and folder != folder.parent:  # missing folders are created on write
+            folder = folder.parent
+        if not folder.is_dir():
+            return f"{folder} is not a folder"
+    except OSError as exc:  # a name over the file system's limit, a loop of links
+        return exc.strerror or type(exc).__name__
     if not os.access(folder, os.W_OK | os.X_OK):
         return f"the folder {folder} is not writable"
     try:

@@ -30,3 +30,10 @@ def cache_dir() -> Path:
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "r4b-deploy"
     )
     return Path(root)
+
+
+def state_dir() -> Path:
+    """Small per-user state that must outlive a deployment folder (locks, the registry of running
+    servers): $XDG_STATE_HOME/r4b-deploy or ~/.local/state/r4b-deploy."""
+    root = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    return Path(root) / "r4b-deploy"

@@ -11,10 +11,13 @@ the one asked for, and says why; `gpu_pins(version)` is one release flattened wi
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+from r4b_deploy.datafile import StrictModel as _Strict
+from r4b_deploy.datafile import load_data_file
 from r4b_deploy.errors import UsageError
 from r4b_deploy.paths import profiles_dir
 
@@ -25,13 +28,18 @@ DOTTED_NUMBERS = r"^[0-9]+(\.[0-9]+)*$"
 VERSION_FLAG = "--vllm-version"
 
 
-def dotted(version: str) -> tuple[int, ...]:
-    """ "580.65.06" -> (580, 65, 6): numeric order, so 12.10 > 12.8 and 0.33.0 > 0.4.0."""
-    return tuple(int(part) for part in version.strip().split("."))
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+def version_tuple(version: str) -> tuple[int, ...]:
+    """ "580.65.06" -> (580, 65, 6): numeric order, so 12.10 > 12.8 and 0.33.0 > 0.4.0. The one
+    reading of a version (releases, drivers, Pythons); a suffix ("0.11.0rc1", "+cu128") is ignored."""
+    parts = []
+    for part in version.strip().split("+")[0].split("."):
+        digits = re.match(r"[0-9]+", part)
+        if digits is None:
+            break
+        parts.append(int(digits.group()))
+        if digits.end() < len(part):  # "0rc1": the number before the suffix, and no further
+            break
+    return tuple(parts)
 
 
 class ReleaseSources(_Strict):
@@ -51,7 +59,7 @@ class VllmRelease(_Strict):
     cuda_runtime: str = Field(pattern=DOTTED_NUMBERS)
     requires_python: str  # the wheel's Requires-Python specifier
     # Pins installed beside vllm==V: where today's resolution of vLLM's own ranges breaks R-4B.
-    constraints: list[str] = []
+    constraints: list[str] = Field(default_factory=list)
     sources: ReleaseSources
 
     @model_validator(mode="after")
@@ -81,7 +89,7 @@ class GpuSection(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> GpuSection:
-        versions = [dotted(r.vllm_version) for r in self.releases]
+        versions = [version_tuple(r.vllm_version) for r in self.releases]
         if versions != sorted(set(versions), reverse=True):
             raise ValueError("releases must be listed newest first, each once")
         for release in self.releases:
@@ -123,17 +131,16 @@ class RehearsalProfile(_Strict):
     packages: list[str] = Field(min_length=1)
     torch_index_url: str  # PyTorch's CPU wheel index: the `+cpu` torch pin is not on PyPI
     min_python: str
-    uninstall: list[str] = []
+    uninstall: list[str] = Field(default_factory=list)
     env: dict[str, str]
     max_model_len: int = Field(gt=0)
+    kv_block_size_tokens: int = Field(gt=0)  # the CPU build's KV block (the rehearsal plan's KV tokens)
     shm_size_bytes: int = Field(gt=0)
 
 
 @lru_cache(maxsize=1)
 def gpu_section() -> GpuSection:
     """The packaged `gpu:` section, read once."""
-    from r4b_deploy.datafile import load_data_file
-
     return load_data_file(GpuSection, profiles_dir() / PINS_FILE_NAME, _WHAT, section="gpu")
 
 
@@ -184,13 +191,13 @@ def choose_gpu_pins(driver_version: str | None, requested: str | None = None) ->
     """
     candidates = [gpu_pins(v) for v in gpu_versions()]
     newest, oldest = candidates[0], candidates[-1]
-    driver = dotted(driver_version) if driver_version else None
+    driver = version_tuple(driver_version) if driver_version else None
     if requested is not None:
         pins = gpu_pins(requested)
         reason = f"vLLM {pins.vllm_version}: chosen with {VERSION_FLAG} ({_needs(pins)})"
         warning = None
-        if driver is not None and driver < dotted(pins.min_driver_version):
-            runnable = next((p for p in candidates if driver >= dotted(p.min_driver_version)), None)
+        if driver is not None and driver < version_tuple(pins.min_driver_version):
+            runnable = next((p for p in candidates if driver >= version_tuple(p.min_driver_version)), None)
             instead = f"use {VERSION_FLAG} {runnable.vllm_version} or " if runnable else ""
             warning = (
                 f"driver {driver_version} is older than {pins.min_driver_version}, the oldest that runs vLLM "
@@ -204,7 +211,7 @@ def choose_gpu_pins(driver_version: str | None, requested: str | None = None) ->
             f"(a named GPU or an inventory without one), so the host must have {_needs(newest)}",
         )
     for pins in candidates:
-        if driver >= dotted(pins.min_driver_version):
+        if driver >= version_tuple(pins.min_driver_version):
             skipped: dict[str, list[str]] = {}  # the newer releases, by the driver they need
             for newer in candidates[: candidates.index(pins)]:
                 skipped.setdefault(newer.min_driver_version, []).append(newer.vllm_version)
@@ -226,6 +233,4 @@ def choose_gpu_pins(driver_version: str | None, requested: str | None = None) ->
 @lru_cache(maxsize=1)
 def rehearsal_profile() -> RehearsalProfile:
     """The packaged `rehearsal:` section, read once."""
-    from r4b_deploy.datafile import load_data_file
-
     return load_data_file(RehearsalProfile, profiles_dir() / PINS_FILE_NAME, _WHAT, section="rehearsal")

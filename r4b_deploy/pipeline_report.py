@@ -7,7 +7,7 @@ holds the same files `smoke --json/--junit` and `bench --out` write.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict
 
@@ -15,6 +15,8 @@ from r4b_deploy.atomic import REPORT_FILE_MODE, write_text_atomic
 from r4b_deploy.bench.writers import CHART_NAME, JSON_NAME, MARKDOWN_NAME
 from r4b_deploy.errors import R4BError
 from r4b_deploy.launch.base import BuildResult, RuntimeName
+from r4b_deploy.planning.drift import PlanCheck
+from r4b_deploy.report.page import HTML_NAME
 
 if TYPE_CHECKING:
     from r4b_deploy.bench.report import BenchReport, SloResult
@@ -22,6 +24,7 @@ if TYPE_CHECKING:
     from r4b_deploy.planning.plan import Plan
 
 BenchPreset = Literal["quick", "full", "none"]
+BENCH_PRESET_NAMES: tuple[BenchPreset, ...] = get_args(BenchPreset)
 
 REPORT_DIR_NAME = "report"
 PLAN_FILE = "plan.json"
@@ -31,6 +34,7 @@ BENCH_JSON_FILE = JSON_NAME
 BENCH_MD_FILE = MARKDOWN_NAME
 BENCH_CHART_FILE = CHART_NAME
 UP_FILE = "up.json"
+HTML_FILE = HTML_NAME
 BENCH_SUMMARY_KEYS = ("completed", "failed", "request_throughput", "output_throughput", "mean_ttft_ms", "p95_ttft_ms")
 
 
@@ -51,6 +55,7 @@ class UpReport(BaseModel):
     build: BuildResult | None = None  # None when the runtime builds nothing
     timings_s: dict[str, float] = {}
     healthy_after_s: float | None = None  # from the start of `up` to /health answering
+    already_running: bool = False  # the folder's server was running: reused, not started again
     smoke_ok: bool | None = None
     smoke_passed: int | None = None
     smoke_failed: int | None = None
@@ -62,6 +67,7 @@ class UpReport(BaseModel):
     bench_summary: list[dict[str, Any]] = []  # per load level: label, request throughput, output tok/s, TTFT
     files: list[str] = []  # report files written, relative to report_dir
     warnings: list[str] = []
+    plan_check: PlanCheck | None = None  # the plan beside vLLM's start-up figures (also plan-check.md)
 
     @property
     def ok(self) -> bool:
@@ -127,5 +133,12 @@ def bench_summary(report: BenchReport) -> list[dict[str, Any]]:
     return out
 
 
-def write_up(report: UpReport) -> None:
+def write_up(
+    report: UpReport, *, plan: Plan | None = None, smoke: SmokeReport | None = None, bench: BenchReport | None = None
+) -> None:
+    """up.json, and report.html: the page people read, with the plan, smoke and bench given."""
+    from r4b_deploy.report.page import write_report_html
+
     write_text_atomic(report.report_dir / UP_FILE, report.model_dump_json(indent=2) + "\n", mode=REPORT_FILE_MODE)
+    up = report.model_dump(mode="json")
+    write_report_html(report.report_dir / HTML_FILE, plan=plan, smoke=smoke, bench=bench, up=up)

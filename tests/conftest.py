@@ -19,6 +19,13 @@ pytest_plugins = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def _private_state_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Locks and the process runtime's registry (r4b_deploy.paths.state_dir) go to the test run's
+    temporary folder, never the user's ~/.local/state; commands the tests run inherit it."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.getbasetemp() / "xdg-state"))
+
+
 @pytest.fixture
 def repo_root() -> Path:
     return REPO_ROOT

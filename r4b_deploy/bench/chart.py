@@ -31,16 +31,22 @@ def render_chart_png(report: BenchReport) -> bytes:
     fig, (ax_ttft, ax_tpot) = plt.subplots(1, 2, figsize=CHART_SIZE_IN)
     try:
         x = [lv.metrics.output_throughput for lv in levels]
+        by_mode: dict[str, list[int]] = {}  # one curve per --mode: a sweep's modes are not one line
+        for i, lv in enumerate(levels):
+            by_mode.setdefault(lv.mode, []).append(i)
         panels = ((ax_ttft, "ttft", "TTFT (ms)"), (ax_tpot, "tpot", "TPOT (ms)"))
         for ax, name, ylabel in panels:
-            for stat, style in (("median", "o-"), ("p95", "s--")):
-                ys = []
-                for lv in levels:
-                    dist = getattr(lv.metrics, name)
-                    ys.append(dist.median if stat == "median" else dist.percentiles.get("p95"))
-                points = [(xi, yi) for xi, yi in zip(x, ys, strict=True) if yi is not None]
-                if points:
-                    ax.plot([p[0] for p in points], [p[1] for p in points], style, label=stat)
+            for mode, indices in by_mode.items():
+                for stat, style in (("median", "o-"), ("p95", "s--")):
+                    points = []
+                    for i in indices:
+                        dist = getattr(levels[i].metrics, name)
+                        yi = dist.median if stat == "median" else dist.percentiles.get("p95")
+                        if yi is not None:
+                            points.append((x[i], yi))
+                    if points:
+                        label = f"{mode} {stat}" if len(by_mode) > 1 else stat
+                        ax.plot([p[0] for p in points], [p[1] for p in points], style, label=label)
             for lv, xi in zip(levels, x, strict=True):
                 yi = getattr(lv.metrics, name).median
                 if yi is not None:

@@ -7,16 +7,20 @@ only for requests with more than one output token; ITL = gaps between streamed t
 wall-clock duration; percentiles interpolate linearly (numpy's default); std is the
 population standard deviation. Unlike vLLM, a statistic of no values is None, not 0.
 
-Ours on top: time to first answer token (after `</think>`), reasoning and answer tokens per
-thinking mode, and failures counted by kind.
+Ours on top: time to first answer token (`time_to_first_answer`: the first content token after
+the reasoning, what other tools call time to first output token), reasoning and answer tokens
+per thinking mode with where their split came from, the share of replies cut off while still
+thinking (`cut_off_thinking_rate`: the token limit hit inside the think block, no answer at
+all), and failures counted by kind.
 """
 
 from __future__ import annotations
 
 import math
+from array import array
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from statistics import fmean, quantiles
+from statistics import fmean
 
 from pydantic import BaseModel, ConfigDict
 
@@ -26,7 +30,10 @@ PERCENTILES: tuple[int, ...] = (50, 90, 95, 99)
 MEDIAN_PERCENTILE = 50
 PERCENT = 100
 # Latency distributions, in ms: the vLLM four, then ours.
-DISTRIBUTIONS: tuple[str, ...] = ("ttft", "tpot", "itl", "e2el", "first_answer_token")
+DISTRIBUTIONS: tuple[str, ...] = ("ttft", "tpot", "itl", "e2el", "time_to_first_answer")
+# Per thinking mode, all but ITL (a level's largest list: not copied a second time per mode).
+MODE_DISTRIBUTIONS: tuple[str, ...] = ("ttft", "tpot", "e2el", "time_to_first_answer")
+CUT_OFF_RATE = "cut_off_thinking_rate"
 STATS: tuple[str, ...] = ("mean", "median", "std", *(f"p{p}" for p in PERCENTILES))
 ERROR_SAMPLES_MAX = 5
 MS_PER_S = 1000.0
@@ -42,6 +49,18 @@ class Distribution(BaseModel):
     median: float | None = None
     std: float | None = None
     percentiles: dict[str, float | None] = {}  # "p95" -> ms
+
+
+def _flat_distributions(owner: BaseModel, names: tuple[str, ...]) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    for name in names:
+        dist: Distribution = getattr(owner, name)
+        out[f"mean_{name}_ms"] = dist.mean
+        out[f"median_{name}_ms"] = dist.median
+        out[f"std_{name}_ms"] = dist.std
+        for key, value in dist.percentiles.items():
+            out[f"{key}_{name}_ms"] = value
+    return out
 
 
 class ModeMetrics(BaseModel):
@@ -60,10 +79,31 @@ class ModeMetrics(BaseModel):
     mean_reasoning_tokens: float | None
     mean_answer_tokens: float | None
     thought_fraction: float | None  # share of completed replies that carried reasoning
-    truncated_reasoning: int  # replies cut by max_tokens inside a think block
+    truncated_reasoning: int  # replies cut off while thinking: max_tokens inside the think block, no answer
+    cut_off_thinking_rate: float | None  # truncated_reasoning / completed
+    split_adjusted: int  # replies whose usage split contradicted the text (counted from the text)
+    reasoning_paths: dict[str, int]  # where the reasoning came from: field name or "think_tags"
     mean_ttft_ms: float | None
     mean_first_answer_token_ms: float | None
     median_first_answer_token_ms: float | None
+    ttft: Distribution
+    tpot: Distribution
+    e2el: Distribution
+    time_to_first_answer: Distribution
+
+    def flat(self) -> dict[str, float | int | None]:
+        """This mode's gateable figures, under the level's names (`short:p95_ttft_ms=300`)."""
+        out: dict[str, float | int | None] = {
+            "num_prompts": self.requests,
+            "completed": self.completed,
+            "error_rate": (self.requests - self.completed) / self.requests if self.requests else 0.0,
+            "thought_fraction": self.thought_fraction,
+            CUT_OFF_RATE: self.cut_off_thinking_rate,
+            "mean_reasoning_tokens": self.mean_reasoning_tokens,
+            "mean_answer_tokens": self.mean_answer_tokens,
+        }
+        out.update(_flat_distributions(self, MODE_DISTRIBUTIONS))
+        return out
 
 
 class LevelMetrics(BaseModel):
@@ -85,12 +125,16 @@ class LevelMetrics(BaseModel):
     errors_by_kind: dict[str, int]
     error_samples: list[str]  # first distinct "kind: message" lines, for the report
     missing_usage: int  # completed requests whose stream carried no usage (token counts unknown)
-    truncated_reasoning: int
+    truncated_reasoning: int  # completed replies cut off while thinking
+    cut_off_thinking_rate: float | None  # truncated_reasoning / completed (None: none completed)
+    split_adjusted: int  # replies whose usage split contradicted the text received
+    token_split_sources: dict[str, int]  # "usage", "text", "tokenize" -> replies (unknown ones left out)
+    reasoning_paths: dict[str, int]  # "reasoning", "reasoning_content", "think_tags" -> replies
     ttft: Distribution
     tpot: Distribution
     itl: Distribution
     e2el: Distribution
-    first_answer_token: Distribution
+    time_to_first_answer: Distribution
     modes: dict[str, ModeMetrics]
 
     def flat(self) -> dict[str, float | int | None]:
@@ -107,18 +151,14 @@ class LevelMetrics(BaseModel):
             "output_throughput": self.output_throughput,
             "total_token_throughput": self.total_token_throughput,
         }
-        for name in DISTRIBUTIONS:
-            dist: Distribution = getattr(self, name)
-            out[f"mean_{name}_ms"] = dist.mean
-            out[f"median_{name}_ms"] = dist.median
-            out[f"std_{name}_ms"] = dist.std
-            for key, value in dist.percentiles.items():
-                out[f"{key}_{name}_ms"] = value
+        out.update(_flat_distributions(self, DISTRIBUTIONS))
         out["total_reasoning_tokens"] = self.total_reasoning_tokens
         out["total_answer_tokens"] = self.total_answer_tokens
         out["peak_concurrency"] = self.peak_concurrency
         out["error_rate"] = self.error_rate
         out["truncated_reasoning"] = self.truncated_reasoning
+        out[CUT_OFF_RATE] = self.cut_off_thinking_rate
+        out["split_adjusted"] = self.split_adjusted
         return out
 
 
@@ -127,16 +167,30 @@ def metric_names() -> list[str]:
     return list(compute_metrics([], 1.0).flat())
 
 
+def mode_metric_names() -> list[str]:
+    """Every name `ModeMetrics.flat()` produces (valid names of a per-mode gate, `short:NAME=X`)."""
+    return list(_mode_metrics("auto", []).flat())
+
+
 def percentiles(values: Sequence[float], ps: Iterable[int]) -> dict[int, float]:
     """The `ps` percentiles (integers 0..100) of `values`, interpolated linearly between closest
-    ranks as numpy.percentile does by default: statistics.quantiles(method="inclusive") cuts at
-    the same points, and its ends are the smallest and largest value."""
+    ranks as numpy.percentile does by default. The arithmetic is statistics.quantiles'
+    (method="inclusive") for just the cuts asked for: it would sort a second copy of a level's
+    ITLs (one per token of every request) to compute 99 cuts."""
     data = sorted(values)
     if not data:
         raise ValueError("percentile of no values")
-    inner = [data[0]] * (PERCENT - 1) if len(data) == 1 else quantiles(data, n=PERCENT, method="inclusive")
-    cuts = [data[0], *inner, data[-1]]
-    return {p: cuts[p] for p in ps}
+    last = len(data) - 1
+    cuts: dict[int, float] = {}
+    for p in ps:
+        if p <= 0 or last == 0:
+            cuts[p] = data[0]
+        elif p >= PERCENT:
+            cuts[p] = data[-1]
+        else:
+            j, delta = divmod(p * last, PERCENT)
+            cuts[p] = (data[j] * (PERCENT - delta) + data[j + 1] * delta) / PERCENT
+    return cuts
 
 
 def percentile(values: Sequence[float], p: int) -> float:
@@ -190,9 +244,11 @@ def _mode_metrics(mode: str, records: list[RequestRecord]) -> ModeMetrics:
     done = [r for r in records if r.success]
     split = [r for r in done if r.reasoning_tokens is not None and r.answer_tokens is not None]
     with_output = [r.output_tokens for r in done if r.output_tokens is not None]
-    first_answer = sorted(r.first_answer_token_s * MS_PER_S for r in done if r.first_answer_token_s is not None)
+    first_answer_s = [r.first_answer_token_s for r in done if r.first_answer_token_s is not None]
+    first_answer = sorted(t * MS_PER_S for t in first_answer_s)
     thought = [r.thought for r in done if r.thought is not None]
     ttfts = [r.ttft_s * MS_PER_S for r in done if r.ttft_s is not None]
+    cut_off = sum(1 for r in done if r.truncated_reasoning)
     return ModeMetrics(
         mode=mode,
         requests=len(records),
@@ -205,11 +261,23 @@ def _mode_metrics(mode: str, records: list[RequestRecord]) -> ModeMetrics:
         mean_reasoning_tokens=_mean([r.reasoning_tokens or 0 for r in split]),
         mean_answer_tokens=_mean([r.answer_tokens or 0 for r in split]),
         thought_fraction=(sum(thought) / len(thought)) if thought else None,
-        truncated_reasoning=sum(1 for r in done if r.truncated_reasoning),
+        truncated_reasoning=cut_off,
+        cut_off_thinking_rate=cut_off / len(done) if done else None,
+        split_adjusted=sum(1 for r in done if r.split_adjusted),
+        reasoning_paths=_counts(r.reasoning_path for r in done),
         mean_ttft_ms=_mean(ttfts),
         mean_first_answer_token_ms=_mean(first_answer),
         median_first_answer_token_ms=percentile(first_answer, MEDIAN_PERCENTILE) if first_answer else None,
+        ttft=distribution(r.ttft_s for r in done if r.ttft_s is not None),
+        tpot=distribution(t for r in done if (t := tpot_s(r)) is not None),
+        e2el=distribution(r.latency_s for r in done),
+        time_to_first_answer=distribution(first_answer_s),
     )
+
+
+def _counts(values: Iterable[str | None]) -> dict[str, int]:
+    """How often each value occurs, None left out, in name order (JSON stays stable)."""
+    return dict(sorted(Counter(v for v in values if v is not None).items()))
 
 
 def compute_metrics(records: Sequence[RequestRecord], duration_s: float) -> LevelMetrics:
@@ -230,7 +298,10 @@ def compute_metrics(records: Sequence[RequestRecord], duration_s: float) -> Leve
     modes: dict[str, list[RequestRecord]] = {}
     for r in records:
         modes.setdefault(r.mode or "default", []).append(r)
-    itls = [gap for r in done for gap in r.itl_s]
+    cut_off = sum(1 for r in done if r.truncated_reasoning)
+    itls = array("d")  # 8 bytes a gap: a level has one per token of every request
+    for r in done:
+        itls.extend(r.itl_s)
     return LevelMetrics(
         num_prompts=len(records),
         completed=len(done),
@@ -248,12 +319,16 @@ def compute_metrics(records: Sequence[RequestRecord], duration_s: float) -> Leve
         errors_by_kind=dict(sorted(errors.items())),
         error_samples=samples,
         missing_usage=sum(1 for r in done if r.output_tokens is None),
-        truncated_reasoning=sum(1 for r in done if r.truncated_reasoning),
+        truncated_reasoning=cut_off,
+        cut_off_thinking_rate=cut_off / len(done) if done else None,
+        split_adjusted=sum(1 for r in done if r.split_adjusted),
+        token_split_sources=_counts(r.token_split_source for r in done),
+        reasoning_paths=_counts(r.reasoning_path for r in done),
         ttft=distribution(r.ttft_s for r in done if r.ttft_s is not None),
         tpot=distribution(t for r in done if (t := tpot_s(r)) is not None),
         itl=distribution(itls),
         e2el=distribution(r.latency_s for r in done),
-        first_answer_token=distribution(r.first_answer_token_s for r in done if r.first_answer_token_s is not None),
+        time_to_first_answer=distribution(r.first_answer_token_s for r in done if r.first_answer_token_s is not None),
         modes={mode: _mode_metrics(mode, recs) for mode, recs in sorted(modes.items())},
     )
 

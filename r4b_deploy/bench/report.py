@@ -16,6 +16,7 @@ class LevelResult(BaseModel):
 
     load: LoadLevel
     label: str
+    mode: str = ""  # the --mode this level ran: one thinking mode, or "mix" ("": not recorded)
     metrics: LevelMetrics
     client_cpu_s: float  # this process's CPU time during the load phase
     client_cpu_fraction: float  # of one core: near 1.0 means the client may be the bottleneck
@@ -35,6 +36,7 @@ class SloResult(BaseModel):
     level: str
     value: float | None
     passed: bool
+    mode: str | None = None  # a per-mode gate's thinking mode
 
 
 class BenchReport(BaseModel):

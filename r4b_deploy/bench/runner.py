@@ -18,153 +18,25 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
-
+from r4b_deploy.bench.config import BenchConfig
 from r4b_deploy.bench.metrics import compute_metrics
 from r4b_deploy.bench.report import BenchReport, LevelResult
-from r4b_deploy.bench.schedule import LEVEL_MAX_S, LoadLevel, arrival_offsets_s, interarrival_gaps_s, sweep_levels
-from r4b_deploy.bench.workload import (
-    DEFAULT_IMAGE_SIZE_PX,
-    DEFAULT_PROMPT_WORDS,
-    ModeChoice,
-    PreparedRequest,
-    WorkloadKind,
-    WorkloadSpec,
-    prepare_requests,
-)
+from r4b_deploy.bench.schedule import LEVEL_MAX_S, LoadLevel
+from r4b_deploy.bench.workload import PreparedRequest, prepare_requests
 from r4b_deploy.client.records import RequestRecord
-from r4b_deploy.client.wire import REQUEST_TIMEOUT_MAX_S
 from r4b_deploy.errors import EnvironmentProblem, UsageError
-from r4b_deploy.spec import model_spec
 
 if TYPE_CHECKING:
     import aiohttp
 
     from r4b_deploy.client.aio import ChatOutcome
 
-DEFAULT_CONCURRENCIES: tuple[int, ...] = (1, 4, 16, 64)
-DEFAULT_TIMEOUT_S = 60.0
-DEFAULT_MAX_TOKENS = 256
-DEFAULT_WARMUP_REQUESTS = 4
-MIN_REQUESTS_PER_LEVEL = 32
-REQUESTS_PER_SLOT = 4  # closed loop: each in-flight slot sends this many requests by default
-DEFAULT_RATE_LEVEL_S = 30.0  # open loop: default budget = rate x this many seconds
 PROGRESS_INTERVAL_S = 0.1  # on_progress is called at most this often (plus at phase ends)
 CLIENT_CPU_WARN_FRACTION = 0.8  # of one core: above it the client may have capped the figures
 DATE_FORMAT = "%Y%m%d-%H%M%S"  # vLLM's
 # Warm-up failures that no amount of load would change: raise instead of running the sweep.
 _FATAL_KINDS = ("connection", "http_401", "http_404")
-
-
-class BenchConfig(BaseModel):
-    """Everything one run needs. The API key is a SecretStr: it never reaches the report."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    base_url: str
-    api_key: SecretStr | None = None
-    model: str = Field(default_factory=lambda: model_spec().served_model_name)
-    concurrencies: list[int] = []
-    request_rates: list[float] = []
-    burstiness: float = Field(default=1.0, gt=0)
-    max_concurrency: int | None = Field(default=None, gt=0)  # caps the sweep (--max-concurrency or max_num_seqs)
-    requests_per_level: int | None = Field(default=None, gt=0)
-    duration_s: float | None = Field(default=None, gt=0, le=LEVEL_MAX_S)  # per level; replaces the request budget
-    warmup_requests: int = Field(default=DEFAULT_WARMUP_REQUESTS, ge=0)
-    workload: WorkloadKind = "text"
-    mode: ModeChoice = "auto"
-    max_tokens: int = Field(default=DEFAULT_MAX_TOKENS, gt=0)
-    ignore_eos: bool = False
-    temperature: float | None = Field(default=None, ge=0)
-    prompt_words: int = Field(default=DEFAULT_PROMPT_WORDS, gt=0)
-    image_size_px: tuple[int, int] = DEFAULT_IMAGE_SIZE_PX
-    timeout_s: float = Field(default=DEFAULT_TIMEOUT_S, gt=0, le=REQUEST_TIMEOUT_MAX_S)  # per request, in all
-    seed: int = 0
-
-    @field_validator("concurrencies")
-    @classmethod
-    def _positive_concurrency(cls, v: list[int]) -> list[int]:
-        if any(c <= 0 for c in v):
-            raise ValueError("concurrency levels must be > 0")
-        return v
-
-    @field_validator("request_rates")
-    @classmethod
-    def _positive_rate(cls, v: list[float]) -> list[float]:
-        if any(not r > 0 for r in v):
-            raise ValueError("request rates must be > 0 (inf: all at once)")
-        return v
-
-    def levels(self) -> list[LoadLevel]:
-        return sweep_levels(
-            self.concurrencies, self.request_rates, self.burstiness, self.max_concurrency, DEFAULT_CONCURRENCIES
-        )
-
-    def workload_spec(self) -> WorkloadSpec:
-        return WorkloadSpec(
-            model=self.model,
-            kind=self.workload,
-            mode=self.mode,
-            max_tokens=self.max_tokens,
-            ignore_eos=self.ignore_eos,
-            temperature=self.temperature,
-            prompt_words=self.prompt_words,
-            image_size_px=self.image_size_px,
-            seed=self.seed,
-        )
-
-    def level_offsets_s(self, level: LoadLevel) -> list[float]:
-        """When each request of an open-loop level leaves (seconds after the level starts)."""
-        rate = level.request_rate or math.inf
-        budget = self.request_budget(level)
-        if budget is not None:
-            return arrival_offsets_s(rate, level.burstiness, budget, self.seed)
-        import random
-
-        gaps = interarrival_gaps_s(rate, level.burstiness, random.Random(self.seed))
-        offsets, t = [], 0.0
-        while t < (self.duration_s or 0):
-            offsets.append(t)
-            t += next(gaps)
-        return offsets
-
-    def level_time_bound_s(self, level: LoadLevel) -> float:
-        """The longest the load phase of `level` can last, whatever the server does: each request
-        has `timeout_s` in all, so a level takes its rounds of in-flight requests times that."""
-        from r4b_deploy.client.aio import TOKENIZE_CONCURRENCY
-
-        t = self.timeout_s
-        budget = self.request_budget(level)
-        if level.kind == "concurrency":
-            concurrency = level.concurrency or 1
-            load = (self.duration_s + t) if budget is None else math.ceil(budget / concurrency) * t
-        else:
-            offsets = self.level_offsets_s(level)
-            cap = level.max_concurrency
-            queued = math.ceil(len(offsets) / cap) * t if cap else t
-            load = (offsets[-1] if offsets else 0.0) + queued
-        counted = budget if budget is not None else 0  # duration mode: as many as completed (see docstring)
-        return load + math.ceil(counted / TOKENIZE_CONCURRENCY) * t
-
-    def time_bound_s(self) -> float:
-        """The longest a run can take whatever the server does (a wedged or trickling one included):
-        the pre-flight and the warm-up (all at once) one `timeout_s` each, then every level's bound.
-        In duration mode the /tokenize counting after a level adds one `timeout_s` per
-        TOKENIZE_CONCURRENCY replies it counts (only replies that completed)."""
-        preflight_and_warmup = (2 if self.warmup_requests else 1) * self.timeout_s
-        return preflight_and_warmup + sum(self.level_time_bound_s(level) for level in self.levels())
-
-    def request_budget(self, level: LoadLevel) -> int | None:
-        """Requests to send at `level`; None in duration mode (send until the time is up)."""
-        if self.duration_s is not None:
-            return None
-        if self.requests_per_level is not None:
-            return self.requests_per_level
-        if level.kind == "concurrency":
-            return max(MIN_REQUESTS_PER_LEVEL, REQUESTS_PER_SLOT * (level.concurrency or 1))
-        if level.request_rate == math.inf:
-            return max(MIN_REQUESTS_PER_LEVEL, REQUESTS_PER_SLOT * (level.max_concurrency or 1))
-        return max(MIN_REQUESTS_PER_LEVEL, math.ceil((level.request_rate or 0) * DEFAULT_RATE_LEVEL_S))
+__all__ = ["BenchConfig", "BenchProgress", "run_bench"]  # BenchConfig lives in bench/config.py
 
 
 @dataclass
@@ -198,8 +70,10 @@ class _Run:
         self.api_key = config.api_key.get_secret_value() if config.api_key else None
         self.headers = auth_headers(self.api_key)
         self.stream_max_bytes = stream_max_bytes(config.max_tokens)
-        self.pool: list[PreparedRequest] = prepare_requests(config.workload_spec())
+        # One pool per --mode; all built before the load starts (bodies are serialised ahead).
+        self.pools = {mode: prepare_requests(config.workload_spec(mode)) for mode in config.modes}
         self.levels = levels
+        self.points = len(levels) * len(config.modes)  # levels of the whole sweep
         self.on_progress = on_progress
         self.clock_zero = time.perf_counter()
         self.session: aiohttp.ClientSession | None = None
@@ -214,8 +88,9 @@ class _Run:
             self._last_progress = now
             self.on_progress(snapshot)
 
-    def take_request(self) -> PreparedRequest:
-        req = self.pool[self.next_index % len(self.pool)]
+    def take_request(self, mode: str) -> PreparedRequest:
+        pool = self.pools[mode]
+        req = pool[self.next_index % len(pool)]
         self.next_index += 1
         return req
 
@@ -281,8 +156,8 @@ async def _run(config: BenchConfig, on_progress: ProgressCallback | None, levels
         warnings += await _preflight(run)
         warmup_failed = await _warmup(run)
         results = []
-        for index, level in enumerate(levels):
-            results.append(await _run_level(run, index, level))
+        for index, (mode, level) in enumerate(config.sweep()):
+            results.append(await _run_level(run, index, mode, level))
     for result in results:
         warnings += _level_warnings(result)
     if warmup_failed:
@@ -292,7 +167,7 @@ async def _run(config: BenchConfig, on_progress: ProgressCallback | None, levels
         base_url=run.shown_url,
         model_id=config.model,
         workload=config.workload,
-        mode=config.mode,
+        mode=",".join(config.modes),
         max_tokens=config.max_tokens,
         ignore_eos=config.ignore_eos,
         seed=config.seed,
@@ -352,9 +227,11 @@ async def _warmup(run: _Run) -> int:
     if n == 0:
         return 0
     t0 = time.perf_counter()
-    n_levels = len(run.levels)
+    n_levels = run.points
+    modes = run.config.modes
     run.progress(BenchProgress("warmup", -1, n_levels, "warm-up", 0, 0, n, 0.0, None), force=True)
-    outcomes = await asyncio.gather(*(run.send(run.take_request()) for _ in range(n)))
+    # The modes in turn, so each mode's prompt shape has been through the server once.
+    outcomes = await asyncio.gather(*(run.send(run.take_request(modes[i % len(modes)])) for i in range(n)))
     failed = [o.record for o in outcomes if not o.record.success]
     elapsed = time.perf_counter() - t0
     run.progress(BenchProgress("warmup", -1, n_levels, "warm-up", n, len(failed), n, elapsed, None), force=True)
@@ -369,8 +246,14 @@ async def _warmup(run: _Run) -> int:
     return len(failed)
 
 
-async def _run_level(run: _Run, index: int, level: LoadLevel) -> LevelResult:
+def level_label(config: BenchConfig, mode: str, level: LoadLevel) -> str:
+    """The level's name in tables and gates: its load, and its mode when the sweep has several."""
+    return f"{mode}, {level.label}" if len(config.modes) > 1 else level.label
+
+
+async def _run_level(run: _Run, index: int, mode: str, level: LoadLevel) -> LevelResult:
     cfg = run.config
+    label = level_label(cfg, mode, level)
     budget = cfg.request_budget(level)
     outcomes: list[ChatOutcome] = []
     counts = {"done": 0, "failed": 0}
@@ -379,8 +262,7 @@ async def _run_level(run: _Run, index: int, level: LoadLevel) -> LevelResult:
 
     def report_load(elapsed_s: float, force: bool = False) -> None:
         progress = BenchProgress(
-            "load", index, len(run.levels), level.label, counts["done"], counts["failed"], budget, elapsed_s,
-            cfg.duration_s,
+            "load", index, run.points, label, counts["done"], counts["failed"], budget, elapsed_s, cfg.duration_s,
         )  # fmt: skip
         run.progress(progress, force=force)
 
@@ -392,16 +274,17 @@ async def _run_level(run: _Run, index: int, level: LoadLevel) -> LevelResult:
         report_load(time.perf_counter() - t_start)
 
     if level.kind == "concurrency":
-        await _closed_loop(run, level.concurrency or 1, budget, t_start, finished)
+        await _closed_loop(run, mode, level.concurrency or 1, budget, t_start, finished)
     else:
-        await _open_loop(run, level, budget, t_start, finished)
+        await _open_loop(run, mode, level, budget, t_start, finished)
     duration_s = time.perf_counter() - t_start
     cpu_s = time.process_time() - cpu_start
     report_load(duration_s, force=True)
-    records, calls = await _count_answers(run, index, level, outcomes)
+    records, calls = await _count_answers(run, index, label, outcomes)
     return LevelResult(
         load=level,
-        label=level.label,
+        label=label,
+        mode=mode,
         metrics=compute_metrics(records, duration_s),
         client_cpu_s=cpu_s,
         client_cpu_fraction=cpu_s / duration_s if duration_s > 0 else 0.0,
@@ -411,7 +294,12 @@ async def _run_level(run: _Run, index: int, level: LoadLevel) -> LevelResult:
 
 
 async def _closed_loop(
-    run: _Run, concurrency: int, budget: int | None, t_start: float, finished: Callable[[ChatOutcome], None]
+    run: _Run,
+    mode: str,
+    concurrency: int,
+    budget: int | None,
+    t_start: float,
+    finished: Callable[[ChatOutcome], None],
 ) -> None:
     """N workers; each sends its next request when its last one ends."""
     deadline = t_start + run.config.duration_s if run.config.duration_s is not None else None
@@ -425,13 +313,18 @@ async def _closed_loop(
             if deadline is not None and time.perf_counter() >= deadline:
                 return
             sent += 1
-            finished(await run.send(run.take_request()))
+            finished(await run.send(run.take_request(mode)))
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
 
 
 async def _open_loop(
-    run: _Run, level: LoadLevel, budget: int | None, t_start: float, finished: Callable[[ChatOutcome], None]
+    run: _Run,
+    mode: str,
+    level: LoadLevel,
+    budget: int | None,
+    t_start: float,
+    finished: Callable[[ChatOutcome], None],
 ) -> None:
     """Requests leave on the schedule's clock, whatever the server's speed (capped in flight
     by `max_concurrency` when set: a request waiting for a slot is sent when one frees)."""
@@ -451,12 +344,12 @@ async def _open_loop(
         delay = t_start + offset - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        tasks.append(asyncio.ensure_future(one(run.take_request())))
+        tasks.append(asyncio.ensure_future(one(run.take_request(mode))))
     await asyncio.gather(*tasks)
 
 
 async def _count_answers(
-    run: _Run, index: int, level: LoadLevel, outcomes: list[ChatOutcome]
+    run: _Run, index: int, label: str, outcomes: list[ChatOutcome]
 ) -> tuple[list[RequestRecord], int]:
     """After the load phase: count answers that share a reply with reasoning, by /tokenize.
 
@@ -468,9 +361,7 @@ async def _count_answers(
     records = [o.record for o in outcomes]
     if not pending:
         return records, 0
-    run.progress(
-        BenchProgress("tokenize", index, len(run.levels), level.label, 0, 0, len(pending), 0.0, None), force=True
-    )
+    run.progress(BenchProgress("tokenize", index, run.points, label, 0, 0, len(pending), 0.0, None), force=True)
     assert run.session is not None
     counts = await count_tokens(
         run.session,
@@ -483,7 +374,9 @@ async def _count_answers(
         rec = records[i]
         if count is not None and rec.output_tokens is not None:
             answer = min(count, rec.output_tokens)
-            records[i] = rec.replace(answer_tokens=answer, reasoning_tokens=rec.output_tokens - answer)
+            records[i] = rec.replace(
+                answer_tokens=answer, reasoning_tokens=rec.output_tokens - answer, token_split_source="tokenize"
+            )
     return records, len(pending)
 
 
@@ -499,6 +392,11 @@ def _level_warnings(result: LevelResult) -> list[str]:
         out.append(
             f"{result.label}: {m.missing_usage} replies carried no usage, so their tokens are not counted "
             "(the server ignored stream_options.include_usage)"
+        )
+    if m.split_adjusted:
+        out.append(
+            f"{result.label}: {m.split_adjusted} replies' usage (completion_tokens_details.reasoning_tokens) "
+            "disagreed with the text received; their tokens were counted from the text"
         )
     unknown = sum(mm.split_unknown for mm in m.modes.values()) - m.missing_usage
     if unknown > 0:

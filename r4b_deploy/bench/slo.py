@@ -3,8 +3,14 @@
 A gate names any scalar metric of `LevelMetrics.flat()` (the JSON keys). `NAME=X` means "no
 worse than X": at most X for latencies, error counts and rates; at least X for throughputs.
 `NAME<=X` and `NAME>=X` say the direction outright. `ttft_p95_ms` is accepted for
-`p95_ttft_ms` (metric first, as people often write it). A gate holds for every level of the
+`p95_ttft_ms` (metric first, as people often write it); `max_NAME=X` / `min_NAME=X` say the
+direction in the name (`max_cut_off_thinking_rate=0.1`). A gate holds for every level of the
 sweep; a metric with no value (no successful request) fails it.
+
+`MODE:NAME=X` (`short:p95_ttft_ms=300`) gates one thinking mode: its figures at every level that
+ran it (its own level with `--mode auto,long,short`, its share of a `mix` level), from the
+per-mode names (`mode_metric_names()`: latency percentiles, `cut_off_thinking_rate`, ...). A
+mode gate that no level ran fails, rather than passing unseen.
 
 Failed requests are a gate of their own: the run fails if a level's error rate is above
 `max_error_rate` (default 0: any failed request fails the run).
@@ -18,7 +24,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from r4b_deploy.bench.metrics import DISTRIBUTIONS, STATS, metric_names
+from r4b_deploy.bench.metrics import DISTRIBUTIONS, STATS, metric_names, mode_metric_names
 from r4b_deploy.bench.report import BenchReport, SloResult
 from r4b_deploy.errors import UsageError
 
@@ -26,7 +32,10 @@ Op = Literal["<=", ">="]
 ERROR_RATE_METRIC = "error_rate"
 # Metrics where more is better; every other metric is "at most".
 _HIGHER_IS_BETTER = ("request_throughput", "output_throughput", "total_token_throughput", "completed")
-_GATE_RE = re.compile(r"^\s*([A-Za-z0-9_.]+)\s*(<=|>=|=)\s*([-+0-9.eE]+)\s*$")
+_GATE_RE = re.compile(r"^\s*(?:([A-Za-z]+)\s*:\s*)?([A-Za-z0-9_.]+)\s*(<=|>=|=)\s*([-+0-9.eE]+)\s*$")
+_DIRECTION_PREFIXES: dict[str, Op] = {"max_": "<=", "min_": ">="}
+# Names a gate may still use after a metric was renamed: old -> new (a part of the name).
+_RENAMED = {"first_answer_token": "time_to_first_answer"}
 _SWAPPED_RE = re.compile(r"^(?P<metric>.+)_(?P<stat>" + "|".join(STATS) + r")_ms$")
 
 
@@ -36,9 +45,11 @@ class SloGate(BaseModel):
     metric: str
     op: Op
     threshold: float
+    mode: str | None = None  # a thinking mode: the gate judges that mode's figures only
 
     def __str__(self) -> str:
-        return f"{self.metric} {self.op} {self.threshold:g}"
+        prefix = f"{self.mode}: " if self.mode else ""
+        return f"{prefix}{self.metric} {self.op} {self.threshold:g}"
 
     def holds(self, value: float | None) -> bool:
         if value is None:
@@ -51,6 +62,8 @@ def valid_metric_names() -> list[str]:
 
 
 def _canonical(name: str, valid: list[str]) -> str | None:
+    for old, new in _RENAMED.items():
+        name = name.replace(old, new)
     if name in valid:
         return name
     swapped = _SWAPPED_RE.match(name)
@@ -61,19 +74,44 @@ def _canonical(name: str, valid: list[str]) -> str | None:
     return None
 
 
+def _directed(name: str, valid: list[str]) -> tuple[str | None, Op | None]:
+    """The metric a gate names and the direction its name says (`max_x`: at most), if any."""
+    metric = _canonical(name, valid)
+    if metric is not None:
+        return metric, None
+    for prefix, op in _DIRECTION_PREFIXES.items():
+        if name.startswith(prefix):
+            metric = _canonical(name.removeprefix(prefix), valid)
+            if metric is not None:
+                return metric, op
+    return None, None
+
+
 def parse_slo(text: str) -> SloGate:
-    """`p95_ttft_ms=500`, `ttft_p95_ms<=500`, `output_throughput>=900` -> a gate; else UsageError."""
-    valid = valid_metric_names()
+    """`p95_ttft_ms=500`, `ttft_p95_ms<=500`, `output_throughput>=900`, `short:p95_ttft_ms=300`
+    -> a gate; else UsageError."""
     match = _GATE_RE.match(text)
     if not match:
         raise UsageError(
-            f"--slo {text!r}: expected NAME=VALUE, NAME<=VALUE or NAME>=VALUE",
-            fix="e.g. --slo p95_ttft_ms=500 --slo output_throughput>=900",
+            f"--slo {text!r}: expected NAME=VALUE, NAME<=VALUE or NAME>=VALUE (MODE:NAME=VALUE: one thinking mode)",
+            fix="e.g. --slo p95_ttft_ms=500 --slo output_throughput>=900 --slo short:p95_ttft_ms=300",
         )
-    name, op, raw = match.groups()
-    metric = _canonical(name, valid)
+    mode, name, op, raw = match.groups()
+    if mode is not None:
+        from r4b_deploy.spec import model_spec
+
+        modes = model_spec().thinking.modes
+        if mode not in modes:
+            raise UsageError(f"--slo {text!r}: unknown thinking mode {mode!r}; the modes: {', '.join(modes)}")
+    valid = mode_metric_names() if mode else valid_metric_names()
+    metric, named_op = _directed(name, valid)
     if metric is None:
-        raise UsageError(f"--slo {text!r}: unknown metric {name!r}; valid names: {', '.join(valid)}")
+        what = f"per-mode metric (for {mode}:)" if mode else "metric"
+        raise UsageError(f"--slo {text!r}: unknown {what} {name!r}; valid names: {', '.join(valid)}")
+    if named_op is not None:
+        if op != "=" and op != named_op:
+            raise UsageError(f"--slo {text!r}: {name!r} says {named_op}, the gate says {op}", fix="write NAME=VALUE")
+        op = named_op
     try:
         threshold = float(raw)
     except ValueError:
@@ -82,30 +120,43 @@ def parse_slo(text: str) -> SloGate:
         raise UsageError(f"--slo {text!r}: {raw!r} is not a finite number", fix="give the limit as a plain number")
     if op == "=":
         op = ">=" if metric in _HIGHER_IS_BETTER else "<="
-    return SloGate(metric=metric, op=op, threshold=threshold)  # type: ignore[arg-type]
+    return SloGate(metric=metric, op=op, threshold=threshold, mode=mode)  # type: ignore[arg-type]
 
 
 def evaluate_slos(report: BenchReport, gates: list[SloGate], max_error_rate: float = 0.0) -> list[SloResult]:
     """Every gate at every level, plus the error-rate gate; the report itself is not changed."""
     all_gates = [*gates, SloGate(metric=ERROR_RATE_METRIC, op="<=", threshold=max_error_rate)]
     results: list[SloResult] = []
+    judged: set[SloGate] = set()
     for level in report.levels:
         flat = level.metrics.flat()
+        mode_flats = {name: mm.flat() for name, mm in level.metrics.modes.items()}
         for gate in all_gates:
-            value = flat.get(gate.metric)
-            value = float(value) if value is not None else None
-            results.append(
-                SloResult(
-                    gate=str(gate),
-                    metric=gate.metric,
-                    op=gate.op,
-                    threshold=gate.threshold,
-                    level=level.label,
-                    value=value,
-                    passed=gate.holds(value),
-                )
-            )
+            if gate.mode is None:
+                value = flat.get(gate.metric)
+            elif gate.mode in mode_flats:
+                value = mode_flats[gate.mode].get(gate.metric)
+            else:
+                continue  # this level did not run the gate's mode
+            judged.add(gate)
+            results.append(_result(gate, level.label, None if value is None else float(value)))
+    for gate in gates:
+        if gate.mode is not None and gate not in judged:
+            results.append(_result(gate, f"no level ran mode {gate.mode}", None))
     return results
+
+
+def _result(gate: SloGate, level: str, value: float | None) -> SloResult:
+    return SloResult(
+        gate=str(gate),
+        metric=gate.metric,
+        op=gate.op,
+        threshold=gate.threshold,
+        level=level,
+        value=value,
+        passed=gate.holds(value),
+        mode=gate.mode,
+    )
 
 
 def format_value(value: float | None) -> str:
@@ -122,5 +173,6 @@ def violations_line(results: list[SloResult]) -> str:
     failed = [r for r in results if not r.passed]
     parts = []
     for r in failed:
-        parts.append(f"{r.metric} = {format_value(r.value)} at {r.level} (wanted {r.op} {r.threshold:g})")
+        metric = f"{r.mode}:{r.metric}" if r.mode else r.metric
+        parts.append(f"{metric} = {format_value(r.value)} at {r.level} (wanted {r.op} {r.threshold:g})")
     return "; ".join(parts)

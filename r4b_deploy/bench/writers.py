@@ -50,9 +50,11 @@ def level_json(report: BenchReport, level: LevelResult, detailed: bool = False) 
         {
             "label": level.label,
             "workload": report.workload,
-            "thinking_mode": report.mode,
+            "thinking_mode": level.mode or report.mode,
             "max_tokens": report.max_tokens,
             "ignore_eos": report.ignore_eos,
+            "token_split_sources": m.token_split_sources,
+            "reasoning_paths": m.reasoning_paths,
             "errors_by_kind": m.errors_by_kind,
             "error_samples": m.error_samples,
             "missing_usage": m.missing_usage,
@@ -134,23 +136,25 @@ def render_markdown(report: BenchReport) -> str:
             f"{_fmt(m.output_throughput)} | {_fmt(m.ttft.median)} / {_fmt(m.ttft.percentiles.get('p95'))} | "
             f"{_fmt(m.tpot.median, 2)} / {_fmt(m.tpot.percentiles.get('p95'), 2)} | {_fmt(m.itl.median, 2)} | "
             f"{_fmt(m.e2el.median)} / {_fmt(m.e2el.percentiles.get('p95'))} | "
-            f"{_fmt(m.first_answer_token.median)} | {lv.client_cpu_fraction:.0%} |"
+            f"{_fmt(m.time_to_first_answer.median)} | {lv.client_cpu_fraction:.0%} |"
         )
     lines += [
         "",
         "## Reasoning and answer tokens per thinking mode",
         "",
-        "| level | mode | done | thought | mean reasoning tok | mean answer tok | truncated reasoning "
-        "| TTFT mean ms | first answer mean ms |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| level | mode | done | thought | mean reasoning tok | mean answer tok | cut off thinking "
+        "| TTFT mean ms | first answer p50 / p95 ms | reasoning from |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for lv in report.levels:
         for mm in lv.metrics.modes.values():
             thought = "–" if mm.thought_fraction is None else f"{mm.thought_fraction:.0%}"
+            first = mm.time_to_first_answer
+            paths = ", ".join(f"{k} {n}" for k, n in mm.reasoning_paths.items()) or "–"
             lines.append(
                 f"| {lv.label} | {mm.mode} | {mm.completed} | {thought} | {_fmt(mm.mean_reasoning_tokens)} | "
                 f"{_fmt(mm.mean_answer_tokens)} | {mm.truncated_reasoning} | {_fmt(mm.mean_ttft_ms)} | "
-                f"{_fmt(mm.mean_first_answer_token_ms)} |"
+                f"{_fmt(first.median)} / {_fmt(first.percentiles.get('p95'))} | {paths} |"
             )
     failures = [lv for lv in report.levels if lv.metrics.failed]
     if failures:
@@ -168,9 +172,11 @@ def render_markdown(report: BenchReport) -> str:
         lines += ["", "## Warnings", "", *(f"- {w}" for w in report.warnings)]
     lines += [
         "",
-        "TTFT: first token of any kind (reasoning or answer). First answer: first token after `</think>`. "
-        "TPOT = (latency − TTFT) / (output tokens − 1). ITL: gaps between streamed chunks. "
-        "Token counts are the server's (`usage`).",
+        "TTFT: first token of any kind (reasoning or answer). First answer: first token after `</think>` "
+        "(other tools: time to first output token). Cut off thinking: the token limit hit inside the think "
+        "block, no answer. TPOT = (latency − TTFT) / (output tokens − 1). ITL: gaps between streamed chunks. "
+        "Token counts are the server's (`usage`, or `/tokenize` of the split text), made to agree with the "
+        "text received: a reply with no answer text has no answer tokens.",
         "",
     ]
     return "\n".join(lines)

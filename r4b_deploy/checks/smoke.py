@@ -5,8 +5,9 @@ the routes answer, usage is reported, images reach the model (their prompt-token
 measured), each `thinking_mode` reaches the chat template (prompt tokens differ), short mode
 yields no reasoning, long mode yields reasoning (closed, or truncated by the token limit —
 either proves the mechanism), and no answer carries a stray `</think>`. Model-behaviour checks
-need real weights: a solid red image is called red, short mode is really short, long mode
-closes its reasoning and then answers. `protocol_only` turns those off for test models.
+need real weights: a solid red image is called red, the large image costs more prompt tokens
+than the small one (R-4B's anyres tiling), short mode is really short, long mode closes its
+reasoning and then answers. `protocol_only` turns those off for test models.
 
 Library code: never prints; reports each finished check to `on_check` for live displays.
 """
@@ -56,7 +57,7 @@ class SmokeConfig(BaseModel):
     url: str
     api_key: SecretStr | None = None
     served_model_name: str = Field(default_factory=lambda: model_spec().served_model_name)
-    modes: list[str] | None = None  # None: every thinking mode the model spec lists
+    modes: list[str] | None = None  # None: every thinking mode the model spec lists; []: a model without them
     timeout_s: float = Field(default=DEFAULT_TIMEOUT_S, gt=0, le=REQUEST_TIMEOUT_MAX_S)
     protocol_only: bool = False
     max_tokens: int = Field(default=PROTOCOL_MAX_TOKENS, gt=0)
@@ -67,7 +68,7 @@ class SmokeConfig(BaseModel):
         """The most requests a run sends: health, models, text, text_stream; two per image check
         (a text baseline, again after a failed one); one per mode; two per prompt count in
         modes_reach_template (/tokenize, then chat when it is missing); image_answer."""
-        modes = len(self.modes) if self.modes else len(model_spec().thinking.modes)
+        modes = len(self.modes) if self.modes is not None else len(model_spec().thinking.modes)
         behaviour = 0 if self.protocol_only else 1
         return 4 + 2 * 2 + modes + 2 * (modes + 1) + behaviour
 
@@ -184,7 +185,8 @@ class _Runner:
         spec = model_spec()
         self.config = config
         self.thinking = spec.thinking
-        self.modes = list(config.modes) if config.modes else list(spec.thinking.modes)
+        self.modes = list(config.modes) if config.modes is not None else list(spec.thinking.modes)
+        self._spec_modes = list(spec.thinking.modes)
         unknown = [m for m in self.modes if m not in spec.thinking.modes]
         if unknown:
             raise UsageError(
@@ -267,9 +269,12 @@ class _Runner:
             self.check("text_stream", "protocol", self._text_stream)
             self.check("image_small", "protocol", lambda: self._image("small", small_image_url(), SMALL_IMAGE_SIZE_PX))
             self.check("image_large", "protocol", lambda: self._image("large", large_image_url(), LARGE_IMAGE_SIZE_PX))
-            for mode in self.modes:
-                self.check(f"mode_{mode}", "protocol", lambda m=mode: self._mode(m))
-            self.check("modes_reach_template", "protocol", self._modes_reach_template)
+            if self.modes:
+                for mode in self.modes:
+                    self.check(f"mode_{mode}", "protocol", lambda m=mode: self._mode(m))
+                self.check("modes_reach_template", "protocol", self._modes_reach_template)
+            else:
+                self._skip_mode_checks()
             self.check("no_stray_think_tag", "protocol", self._no_stray)
             self._behaviour_checks()
         finally:
@@ -289,16 +294,32 @@ class _Runner:
             checks=self.checks,
         )
 
+    def _skip_mode_checks(self) -> None:
+        """A model without thinking modes (e.g. Qwen3-VL-4B-Thinking) is never sent one: its mode
+        checks are skipped by name, so the report still says what was not checked, and why."""
+        for mode in self._spec_modes:
+            self._skip(f"mode_{mode}", "protocol", self._no_modes_reason())
+        self._skip("modes_reach_template", "protocol", self._no_modes_reason())
+
+    def _no_modes_reason(self) -> str:
+        return f"the model has no thinking modes: no {self.thinking.kwarg} is sent"
+
     def _behaviour_checks(self) -> None:
-        names = ["image_answer"] + [f"{m}_{suffix}" for m, suffix in _BEHAVIOUR_NAMES.items() if m in self.modes]
+        names = ["image_answer", "image_tiles"] + [
+            f"{m}_{suffix}" for m, suffix in _BEHAVIOUR_NAMES.items() if m in self.modes
+        ]
         if self.config.protocol_only:
             for name in names:
                 self._skip(name, "model", "--protocol-only: model-behaviour checks are off")
-            return
-        self.check("image_answer", "model", self._image_answer)
-        for mode, suffix in _BEHAVIOUR_NAMES.items():
-            if mode in self.modes:
-                self.check(f"{mode}_{suffix}", "model", lambda m=mode: self._mode_behaviour(m))
+        else:
+            self.check("image_answer", "model", self._image_answer)
+            self.check("image_tiles", "model", self._image_tiles)
+            for mode, suffix in _BEHAVIOUR_NAMES.items():
+                if mode in self.modes:
+                    self.check(f"{mode}_{suffix}", "model", lambda m=mode: self._mode_behaviour(m))
+        if not self.modes:
+            for mode, suffix in _BEHAVIOUR_NAMES.items():
+                self._skip(f"{mode}_{suffix}", "model", self._no_modes_reason())
 
     # -- protocol checks --------------------------------------------------------------------
 
@@ -473,7 +494,7 @@ class _Runner:
     # -- model-behaviour checks -------------------------------------------------------------
 
     def _image_answer(self) -> tuple[str, dict[str, Any]]:
-        mode = "short" if "short" in self.modes else self.modes[0]
+        mode = "short" if "short" in self.modes else (self.modes[0] if self.modes else None)
         max_tokens = self.config.short_answer_max_tokens if mode == "short" else self.config.behaviour_max_tokens
         r = self.client.chat(_image_message(known_colour_image_url(), IMAGE_PROMPT), mode=mode, max_tokens=max_tokens)
         figures = {**_reply_figures(r), "answer": r.split.answer[:80]}
@@ -482,6 +503,24 @@ class _Runner:
                 "fail", f"a solid {KNOWN_COLOUR_NAME} image; the answer was {r.split.answer[:60]!r}", figures
             )
         return f"named the colour: {r.split.answer[:60]!r}", figures
+
+    def _image_tiles(self) -> tuple[str, dict[str, Any]]:
+        """Anyres tiling cuts a larger image into more tiles. Model level: a processor whose tile grid
+        the small image already fills (the rehearsal's tiny model) costs the same for both."""
+        small, large = self.image_tokens.get("small"), self.image_tokens.get("large")
+        if small is None or large is None:
+            raise _Outcome("skip", "needs the prompt-token cost of both image checks")
+        figures = {"small_image_tokens": small, "large_image_tokens": large}
+        small_px, large_px = ("x".join(map(str, size)) for size in (SMALL_IMAGE_SIZE_PX, LARGE_IMAGE_SIZE_PX))
+        if large <= small:
+            raise _Outcome(
+                "fail",
+                f"the {large_px} image costs {large} prompt tokens, no more than the {small_px} one's {small}: the "
+                f"image processor gave it no more tiles (a tile grid the {small_px} image already fills, as the "
+                "rehearsal's tiny model's, cannot show tiling)",
+                figures,
+            )
+        return f"the {large_px} image costs {large} prompt tokens, the {small_px} one {small}: tiled", figures
 
     def _mode_behaviour(self, mode: str) -> tuple[str, dict[str, Any]]:
         r = self.mode_results.get(mode)

@@ -23,11 +23,15 @@ from r4b_deploy.cli.options import FiniteFloatRange, bench_gate_options
 from r4b_deploy.client.wire import REQUEST_TIMEOUT_MAX_S
 
 if TYPE_CHECKING:
-    from r4b_deploy.bench.report import BenchReport
+    from rich.table import Table
+
+    from r4b_deploy.bench.report import BenchReport, LevelResult
     from r4b_deploy.bench.runner import BenchConfig, BenchProgress
 
 _STDOUT = "-"
 _PLAIN_WIDTH = 130  # console width when not a terminal
+_MS_TWO_DECIMALS_BELOW = 10.0  # 3 significant figures: 8.48, 84.8, 848
+_MS_ONE_DECIMAL_BELOW = 100.0
 
 
 def _mode_choices() -> list[str]:
@@ -54,6 +58,16 @@ def _split_numbers(values: tuple[str, ...], kind: type, option: str) -> list:
     return out
 
 
+def _split_modes(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> list[str]:
+    """`--mode auto,long --mode short` -> ["auto", "long", "short"]; a mode the model lacks is refused."""
+    choices = _mode_choices()
+    modes = [part.strip() for value in values for part in value.split(",") if part.strip()]
+    for mode in modes:
+        if mode not in choices:
+            raise click.BadParameter(f"{mode!r} is not one of {', '.join(choices)}", ctx=ctx, param=param)
+    return modes or ["auto"]
+
+
 @click.command("bench")
 @endpoint_options
 @click.option("--model", "model", help="Served model name (default: the deployment's, else r4b).")
@@ -73,7 +87,7 @@ def _split_numbers(values: tuple[str, ...], kind: type, option: str) -> list:
 )
 @click.option(
     "--burstiness",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteFloatRange(min=0, min_open=True),
     default=1.0,
     show_default=True,
     help="Gamma shape of open-loop gaps: 1 Poisson, <1 burstier, >1 more regular.",
@@ -96,10 +110,12 @@ def _split_numbers(values: tuple[str, ...], kind: type, option: str) -> list:
 @click.option("--workload", type=click.Choice(["text", "image"]), default="text", show_default=True)
 @click.option(
     "--mode",
-    type=click.Choice(_mode_choices()),
-    default="auto",
-    show_default=True,
-    help="Thinking mode of every request, or 'mix' (each mode in turn).",
+    "modes",
+    multiple=True,
+    callback=_split_modes,
+    metavar="MODE[,MODE...]",
+    help="Thinking modes to sweep, each over every load level: auto, long, short, or mix (the modes in turn"
+    " within one level). Default: auto.",
 )
 @click.option("--max-tokens", type=click.IntRange(min=1), default=256, show_default=True)
 @click.option("--ignore-eos", is_flag=True, help="Generate exactly --max-tokens (vLLM extension).")
@@ -124,7 +140,13 @@ def _split_numbers(values: tuple[str, ...], kind: type, option: str) -> list:
     "--out",
     "out_dir",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Write bench.json, bench.md and bench.png into this folder.",
+    help="Write bench.json, bench.md, bench.png and report.html into this folder.",
+)
+@click.option(
+    "--html", "html_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the self-contained HTML report."
+)
+@click.option(
+    "--junit", "junit_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the gates as JUnit XML."
 )
 @click.option("--detailed", is_flag=True, help="Add per-request lists to the JSON (as vLLM's detailed mode).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
@@ -142,7 +164,7 @@ def command(
     duration_s: float | None,
     warmup_requests: int,
     workload: str,
-    mode: str,
+    modes: list[str],
     max_tokens: int,
     ignore_eos: bool,
     temperature: float | None,
@@ -155,13 +177,19 @@ def command(
     markdown_path: Path | None,
     chart_path: Path | None,
     out_dir: Path | None,
+    html_path: Path | None,
+    junit_path: Path | None,
     detailed: bool,
     no_progress: bool,
 ) -> None:
-    """Measure throughput and latency of a running R-4B endpoint."""
+    """Measure throughput and latency of a running R-4B endpoint, per load level and thinking mode.
+
+    Latencies per level and mode, with percentiles: TTFT (first token of any kind), time to first
+    answer (the first token after the reasoning: what other tools call time to first output
+    token), TPOT, ITL, E2E; and the share of replies cut off while still thinking.
+    """
     from pydantic import SecretStr
 
-    from r4b_deploy.bench.runner import BenchConfig
     from r4b_deploy.bench.slo import ERROR_RATE_METRIC, evaluate_slos, parse_slo, violations_line
     from r4b_deploy.errors import CheckFailed, UsageError
 
@@ -176,7 +204,9 @@ def command(
         json_path = json_path or str(out_dir / JSON_NAME)
         markdown_path = markdown_path or out_dir / MARKDOWN_NAME
         chart_path = chart_path or out_dir / CHART_NAME
+        html_path = html_path or out_dir / _html_name()
     _check_outputs(json_path, markdown_path, chart_path)
+    _check_ci_outputs(html_path, junit_path)
 
     options: dict = {
         "base_url": url,
@@ -188,7 +218,7 @@ def command(
         "duration_s": duration_s,
         "warmup_requests": warmup_requests,
         "workload": workload,
-        "mode": mode,
+        "modes": modes,
         "max_tokens": max_tokens,
         "ignore_eos": ignore_eos,
         "temperature": temperature,
@@ -200,13 +230,15 @@ def command(
         options["model"] = model
     if api_key:
         options["api_key"] = SecretStr(api_key)
-    config = BenchConfig(**options)
+    config = _config(options)
+    _check_mode_gates(gates, config.modes)
 
     to_stdout = json_path == _STDOUT
     report = _run_with_progress(config, show=not no_progress, stderr=to_stdout)
     results = evaluate_slos(report, gates, max_error_rate)
     report = report.model_copy(update={"slo": results})
     _write(report, json_path, markdown_path, chart_path, detailed)
+    _write_ci_outputs(report, html_path, junit_path)
     _print_summary(report, stderr=to_stdout)
     if not report.slo_passed:
         errors_failed = any(r.metric == ERROR_RATE_METRIC and not r.passed for r in results)
@@ -218,6 +250,37 @@ def command(
                 else "the table above has every level's figures"
             ),
         )
+
+
+def _check_mode_gates(gates: list, modes: list[str]) -> None:
+    """A per-mode gate (`short:p95_ttft_ms=300`) whose mode the sweep does not run is a usage error
+    before any load is sent, not a failed gate after it."""
+    from r4b_deploy.bench.workload import modes_for
+    from r4b_deploy.errors import UsageError
+
+    run = {m for choice in modes for m in modes_for(choice)}  # type: ignore[arg-type]
+    for gate in gates:
+        if gate.mode is not None and gate.mode not in run:
+            raise UsageError(
+                f"--slo {gate}: the sweep runs no {gate.mode} requests (--mode {','.join(modes)})",
+                fix=f"add it: --mode {','.join([*modes, gate.mode])}",
+            )
+
+
+def _config(options: dict) -> BenchConfig:
+    """The options as a BenchConfig; a value the model refuses is a usage error naming its option."""
+    from pydantic import ValidationError
+
+    from r4b_deploy.bench.runner import BenchConfig
+    from r4b_deploy.datafile import validation_problem
+    from r4b_deploy.errors import UsageError
+
+    try:
+        return BenchConfig(**options)
+    except ValidationError as exc:
+        problem = validation_problem(exc)
+        option = "--" + problem.top_field.removesuffix("_s").replace("_", "-")
+        raise UsageError(f"{option}: {problem.message.lower()}", fix="see `r4b-deploy bench --help`") from None
 
 
 def _check_outputs(json_path: str | None, markdown_path: Path | None, chart_path: Path | None) -> None:
@@ -288,60 +351,98 @@ def _run_with_progress(config: BenchConfig, *, show: bool, stderr: bool) -> Benc
         return run_bench(config, on_progress=on_progress)
 
 
-def _print_summary(report: BenchReport, *, stderr: bool) -> None:
-    from rich.markup import escape
+def _ms(value: float | None) -> str:
+    """A latency for an 80-column table: 3 significant figures, no more than it needs."""
+    if value is None:
+        return "–"
+    if value < _MS_TWO_DECIMALS_BELOW:
+        return f"{value:.2f}"
+    if value < _MS_ONE_DECIMAL_BELOW:
+        return f"{value:.1f}"
+    return f"{value:,.0f}"
+
+
+def _fmt(value: float | None, digits: int = 1) -> str:
+    return "–" if value is None else f"{value:,.{digits}f}"
+
+
+def _load(lv: LevelResult) -> str:
+    """The load of a level in a few characters: c=16 (in flight), 4/s (Poisson rate), ≤8 (a cap)."""
+    load = lv.load
+    if load.kind == "concurrency":
+        return f"c={load.concurrency}"
+    rate = "inf" if load.request_rate == math.inf else f"{load.request_rate:g}"
+    return f"{rate}/s" + (f"≤{load.max_concurrency}" if load.max_concurrency else "")
+
+
+def _table(title: str, columns: tuple[str, ...], left: int) -> Table:
+    """A borderless table: two spaces between columns, none at the edges (80 columns hold it)."""
+    from rich import box
     from rich.table import Table
+
+    table = Table(
+        title=title, title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 0, 0, 1), pad_edge=False, show_edge=False
+    )
+    for i, name in enumerate(columns):
+        table.add_column(name, justify="left" if i < left else "right", no_wrap=True)
+    return table
+
+
+def _print_summary(report: BenchReport, *, stderr: bool) -> None:
+    """Two tables that fit an 80-column terminal (two-line headers, ms to 3 figures), then the
+    errors, warnings and gates. Every figure, TPOT and ITL percentiles included, is in the JSON."""
+    from rich.markup import escape
 
     from r4b_deploy.bench.slo import format_value
     from r4b_deploy.cli.output import console
 
-    def fmt(value: float | None, digits: int = 1) -> str:
-        return "–" if value is None else f"{value:,.{digits}f}"
-
     con = console(stderr=stderr)
     if not con.is_terminal:
         con.width = max(con.width, _PLAIN_WIDTH)  # logs and pipes: no wrapping at 80 columns
-    table = Table(
-        title=f"bench: {escape(report.model_id)} at {escape(report.base_url)}",
-        title_justify="left",
-        caption="latencies in ms; TPOT excludes the first token",
-        caption_justify="left",
+    con.print(f"bench: {escape(report.model_id)} at {escape(report.base_url)}", soft_wrap=True)
+    several = len({lv.mode for lv in report.levels}) > 1
+    lead = ("mode", "load") if several else ("load",)
+    table = _table(
+        "throughput and latency (ms)",
+        (*lead, "ok", "fail", "req/s", "out\ntok/s", "TTFT\np50", "TTFT\np95", "TPOT\np50", "E2E\np95"),
+        len(lead),
     )
-    table.add_column("level", no_wrap=True)
-    for name in ("ok", "failed", "req/s", "out tok/s", "TTFT p50", "TTFT p95", "TPOT p50", "TPOT p95", "E2EL p95"):
-        table.add_column(name, justify="right", no_wrap=True)
     for lv in report.levels:
         m = lv.metrics
         table.add_row(
-            lv.label,
+            *((escape(lv.mode), _load(lv)) if several else (_load(lv),)),
             str(m.completed),
             f"[bold red]{m.failed}[/]" if m.failed else "0",
-            fmt(m.request_throughput, 2),
-            fmt(m.output_throughput),
-            fmt(m.ttft.median),
-            fmt(m.ttft.percentiles.get("p95")),
-            fmt(m.tpot.median, 2),
-            fmt(m.tpot.percentiles.get("p95"), 2),
-            fmt(m.e2el.percentiles.get("p95")),
+            _fmt(m.request_throughput, 2),
+            _fmt(m.output_throughput),
+            _ms(m.ttft.median),
+            _ms(m.ttft.percentiles.get("p95")),
+            _ms(m.tpot.median),
+            _ms(m.e2el.percentiles.get("p95")),
         )
     con.print(table)
-    modes = Table(title="reasoning and answer tokens per thinking mode (means)", title_justify="left")
-    modes.add_column("level", no_wrap=True)
-    for name in ("mode", "ok", "thought", "reasoning tok", "answer tok", "truncated", "first answer ms"):
-        modes.add_column(name, justify="left" if name == "mode" else "right", no_wrap=True)
+    modes = _table(
+        "thinking per mode (token means; 1st ans: time to first output token)",
+        ("mode", "load", "ok", "thought", "reason\ntok", "answer\ntok", "cut off\nthinking", "1st ans\np50",
+         "1st ans\np95"),
+        2,
+    )  # fmt: skip
     for lv in report.levels:
         for mm in lv.metrics.modes.values():
+            first = mm.time_to_first_answer
             modes.add_row(
-                lv.label,
-                mm.mode,
+                escape(mm.mode),
+                _load(lv),
                 str(mm.completed),
-                "–" if mm.thought_fraction is None else f"{mm.thought_fraction:.0%}",
-                fmt(mm.mean_reasoning_tokens),
-                fmt(mm.mean_answer_tokens),
-                str(mm.truncated_reasoning),
-                fmt(mm.mean_first_answer_token_ms),
+                _share(mm.thought_fraction),
+                _fmt(mm.mean_reasoning_tokens, 0),
+                _fmt(mm.mean_answer_tokens, 0),
+                _share(mm.cut_off_thinking_rate),
+                _ms(first.median),
+                _ms(first.percentiles.get("p95")),
             )
     con.print(modes)
+    con.print("c=N: N requests in flight; R/s: Poisson arrivals; TPOT excludes the first token", style="dim")
     for lv in report.levels:
         if lv.metrics.errors_by_kind:
             kinds = ", ".join(f"{k} {n}" for k, n in lv.metrics.errors_by_kind.items())
@@ -357,3 +458,39 @@ def _print_summary(report: BenchReport, *, stderr: bool) -> None:
     else:
         gates = sorted({s.gate for s in report.slo})
         con.print(f"[green]all {len(gates)} gate(s) held at every level[/] ({escape(', '.join(gates))})")
+
+
+def _share(value: float | None) -> str:
+    return "–" if value is None else f"{value:.0%}"
+
+
+def _html_name() -> str:
+    from r4b_deploy.report.page import HTML_NAME
+
+    return HTML_NAME
+
+
+def _check_ci_outputs(html_path: Path | None, junit_path: Path | None) -> None:
+    from r4b_deploy.atomic import require_writable
+
+    for path, option in ((html_path, "--html"), (junit_path, "--junit")):
+        if path is not None:
+            require_writable(path, option)
+
+
+def _write_ci_outputs(report: BenchReport, html_path: Path | None, junit_path: Path | None) -> None:
+    """The HTML report, the gates' JUnit XML, and the Markdown in GitHub's step summary when it is set."""
+    from r4b_deploy.bench.writers import render_markdown
+    from r4b_deploy.report.ci import append_step_summary, write_bench_junit
+    from r4b_deploy.report.page import write_report_html
+
+    written = []
+    if html_path is not None:
+        written.append(write_report_html(html_path, bench=report))
+    if junit_path is not None:
+        written.append(write_bench_junit(report, junit_path))
+    summary = append_step_summary(render_markdown(report))
+    if summary is not None:
+        written.append(summary)
+    for path in written:
+        click.echo(f"wrote {path}", err=True)

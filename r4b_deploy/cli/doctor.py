@@ -19,6 +19,12 @@ _STYLE = {"pass": "green", "warn": "yellow", "fail": "bold red", "skip": "dim"}
 @runtime_option(default=DEFAULT_RUNTIME, help="The runtime you will use with `up`.")
 @click.option("--rehearsal", is_flag=True, help="Check for the CPU rehearsal (no GPU checks).")
 @click.option(
+    "--model",
+    metavar="NAME|DIR",
+    default=None,
+    help="The model `up` will serve, as `plan --model` takes it (default: R-4B): sizes the weights' disk check.",
+)
+@click.option(
     "--port", type=click.IntRange(1, 65535), default=None, help="The host port `up` will use  [default: 8000]."
 )
 @click.option("--public", is_flag=True, help="Check the port on 0.0.0.0 (as `up --public` binds it).")
@@ -38,6 +44,7 @@ _STYLE = {"pass": "green", "warn": "yellow", "fail": "bold red", "skip": "dim"}
 def command(
     runtime: RuntimeName,
     rehearsal: bool,
+    model: str | None,
     port: int | None,
     public: bool,
     ipc_host: bool,
@@ -59,6 +66,7 @@ def command(
         hf_cache_dir=hf_cache_dir,
         hf_token_env=hf_token_env,
         probe_gpu_request=not no_gpu_probe,
+        model=model,
     )
     if as_json:
         from r4b_deploy.cli.output import print_json

@@ -1,7 +1,9 @@
 """`r4b-deploy down`: stop and remove the deployment's container or process. Idempotent.
 
 Finds the deployment from the folder: the runtime recorded by `up` (r4b-state.json), then the
-runtime's own traces (container labels, pidfile). Works after an `up` that stopped halfway.
+runtime's own traces (container labels, pidfile). Works after an `up` that stopped halfway, and
+after the folder was deleted (containers by label, process servers by the user's registry).
+Waits for an `up` of the same folder that is still running (bounded; see `launch/user_state`).
 """
 
 from __future__ import annotations
@@ -20,13 +22,13 @@ from r4b_deploy.cli.options import deployment_dir_option, runtime_override_optio
 def command(deployment_dir: Path, runtime: str | None, as_json: bool) -> None:
     """Stop and remove the deployment's container or process (idempotent)."""
     from r4b_deploy.deployment import folder_identity
-    from r4b_deploy.launch.base import DEFAULT_RUNTIME, make_runtime
+    from r4b_deploy.launch.base import make_runtime
     from r4b_deploy.launch.state import resolve_runtime_name
+    from r4b_deploy.launch.user_state import deployment_lock
 
     folder = folder_identity(deployment_dir)
-    # A folder deleted by hand may still have a container: the docker runtime finds it by label.
-    name = resolve_runtime_name(folder, runtime) if folder.is_dir() else (runtime or DEFAULT_RUNTIME)
-    result = make_runtime(name).stop(folder)
+    with deployment_lock(folder, doing="down", on_wait=lambda text: click.echo(text, err=True)):
+        result = make_runtime(resolve_runtime_name(folder, runtime)).stop(folder)
     if as_json:
         from r4b_deploy.cli.output import print_json
 

@@ -30,6 +30,10 @@ class FiniteFloatRange(click.FloatRange):
             self.fail(f"{value!r} is not a finite number", param, ctx)
         return super().convert(number, param, ctx)
 
+    def _describe_range(self) -> str:
+        """No bounds, no range in --help (click would print `[x<=None]`)."""
+        return "" if self.min is None and self.max is None else super()._describe_range()
+
 
 class FolderPath(click.Path):
     """A folder option as a Path; an empty value is refused (Path("") is the current folder)."""
@@ -56,15 +60,25 @@ PLANNING_KEYS: dict[str, str] = {
     "rehearsal": "rehearsal",
     "vllm_version": "vllm_version",
     "revision": "revision",
+    "model": "model",
+    "max_num_batched_tokens": "max_num_batched_tokens",
+    "tensor_parallel_size": "tensor_parallel_size",
 }
 # PlanRequest field -> the option a user typed, for error messages
 _FLAG_OF_FIELD = {field: "--" + key.replace("_", "-") for key, field in PLANNING_KEYS.items()}
 
 _OPTIONS = (
     click.option(
+        "--model",
+        metavar="NAME|DIR",
+        help="The model to plan and serve (default: R-4B): a name from profiles/models (qwen3-vl-4b-thinking), "
+        "or a folder holding its config.json and safetensors weights (served from that path).",
+    ),
+    click.option(
         "--gpu",
         metavar="NAME[:COUNT]",
-        help="Plan for GPUs named from the catalog instead of measuring this machine (L4, A100-80GB:8).",
+        help="Plan for GPUs named from the catalog instead of measuring this machine (L4, A100-80GB:8; "
+        "one it lacks as memory@capability: 16GiB@8.9).",
     ),
     click.option(
         "--inventory",
@@ -79,6 +93,18 @@ _OPTIONS = (
         "--max-model-len", type=int, metavar="INT", help="Context length (prompt + output tokens) per request."
     ),
     click.option("--max-num-seqs", type=int, metavar="INT", help="Most sequences vLLM runs at once."),
+    click.option(
+        "--max-num-batched-tokens",
+        type=int,
+        metavar="INT",
+        help="Most tokens vLLM schedules per step (default: the tier's, else vLLM's for the GPU).",
+    ),
+    click.option(
+        "--tensor-parallel-size",
+        type=int,
+        metavar="INT",
+        help="Split the model over this many GPUs, whatever the tier (default: the tier's).",
+    ),
     click.option(
         "--gpu-memory-utilization",
         type=FiniteFloatRange(),
@@ -198,5 +224,10 @@ def bench_gate_options(func: F) -> F:
         help="Failed requests allowed per level, as a fraction, before the run fails.",
     )(func)
     return click.option(
-        "--slo", "slos", multiple=True, metavar="NAME=VALUE", help="Gate, e.g. p95_ttft_ms=500 (repeatable)."
+        "--slo",
+        "slos",
+        multiple=True,
+        metavar="[MODE:]NAME=VALUE",
+        help="Gate, e.g. p95_ttft_ms=500, short:p95_time_to_first_answer_ms=900, max_cut_off_thinking_rate=0.1"
+        " (repeatable).",
     )(func)

@@ -61,15 +61,28 @@ def _gib(n_bytes: int) -> str:
     return f"{n_bytes / _BYTES_PER_GIB:.2f}"
 
 
+def serve_command_block(args: list[str], indent: str = "  ") -> str:
+    """`vllm serve ARGS` as a shell-continued block, one option a line: it reads at any width and
+    pastes as one command (shell-quoted, so the JSON values survive)."""
+    lines: list[list[str]] = [["vllm", "serve"]]
+    for arg in args:
+        if arg.startswith("--"):
+            lines.append([])
+        lines[-1].append(shlex.quote(arg))
+    return " \\\n".join(indent + ("" if i == 0 else "  ") + " ".join(line) for i, line in enumerate(lines))
+
+
 def print_plan(plan: Plan) -> None:
     """The human summary: GPUs, tiers, the command line, memory, capacity, reasons and warnings."""
+    from rich.markup import escape
     from rich.table import Table
 
     from r4b_deploy.cli.output import console
 
     out = console()
     v, m = plan.vllm, plan.memory
-    title = f"R-4B plan: profile [bold]{plan.profile}[/bold]" + (" (reduced)" if plan.reduced else "")
+    name = escape(plan.model_name or "R-4B")  # a model folder's name is the user's text
+    title = f"{name} plan: profile [bold]{plan.profile}[/bold]" + (" (reduced)" if plan.reduced else "")
     out.print(title)
     if plan.profile_description:
         out.print(f"  {plan.profile_description}", markup=False)
@@ -110,7 +123,8 @@ def print_plan(plan: Plan) -> None:
         out.print(tiers)
 
     out.print("[bold]vLLM command[/bold]")
-    out.print("  " + shlex.join(["vllm", "serve", *container_args(plan)]), markup=False)
+    # soft_wrap: rich must not break the lines itself (a pasted break would end the command).
+    out.print(serve_command_block(container_args(plan)), markup=False, highlight=False, soft_wrap=True)
 
     if not plan.rehearsal:
         table = Table(title="Memory per GPU (GiB)", title_justify="left")

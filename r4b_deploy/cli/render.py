@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from r4b_deploy.cli.options import F, FolderPath, plan_request_from, planning_options
+from r4b_deploy.cli.render_kubernetes import kubernetes_options, pop_kubernetes_values
 from r4b_deploy.errors import UsageError
 
 if TYPE_CHECKING:
@@ -59,7 +60,6 @@ _RENDER_OPTIONS = (
         metavar="NAME",
         help="Environment variable holding the HF token; copied into r4b.env only  [default: HF_TOKEN].",
     ),
-    click.option("--model", default=None, help="Serve this HF id or absolute path instead of the plan's model."),
     click.option("--served-model-name", default=None, help="The model name clients send  [default: the plan's]."),
     click.option(
         "--extra-vllm-arg",
@@ -81,7 +81,6 @@ RENDER_KEYS = (
     "wheelhouse",
     "hf_cache_dir",
     "hf_token_env",
-    "model",
     "served_model_name",
     "extra_vllm_args",
     "shm_size_bytes",
@@ -123,16 +122,24 @@ def _given(value: Any) -> bool:
 )
 @planning_options
 @render_options
+@kubernetes_options
 @click.option("--force", is_flag=True, help="Overwrite hand-edited files, or write into a non-deployment folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print the Deployment as JSON.")
-def command(out_dir: Path, force: bool, as_json: bool, **values: Any) -> None:
-    """Write the deployment folder: Dockerfile, compose file, env file, manifest."""
+def command(out_dir: Path, force: bool, as_json: bool, target: str, **values: Any) -> None:
+    """Write the deployment folder (Dockerfile, compose file, env file, manifest), or with
+    --target kubernetes the cluster's manifests."""
     from r4b_deploy.cli.output import print_json
     from r4b_deploy.planning.planner import make_plan
     from r4b_deploy.render.deployment import write_deployment
 
+    k8s_values = pop_kubernetes_values(values, target)
     options = render_options_from(values)
     plan = make_plan(plan_request_from(**values))
+    if target == "kubernetes":
+        from r4b_deploy.cli.render_kubernetes import render_kubernetes
+
+        render_kubernetes(plan, options, k8s_values, out_dir, force, as_json)
+        return
     deployment = write_deployment(plan, options, out_dir, force=force)
     if as_json:
         print_json(deployment)

@@ -49,7 +49,7 @@ def _mode_choices() -> list[str]:
     type=FiniteFloatRange(min=0, min_open=True, max=REQUEST_TIMEOUT_MAX_S),
     default=60.0,
     show_default=True,
-    help="Seconds each request may take in all, streams included (a run takes at most ~20 of them).",
+    help="Seconds each request may take in all, streams included.",
 )
 @click.option(
     "--protocol-only",
@@ -76,11 +76,12 @@ def command(
     junit_path: Path | None,
 ) -> None:
     """Check a running R-4B endpoint: text, image, each thinking mode."""
-    from pydantic import SecretStr
+    from pydantic import SecretStr, ValidationError
 
     from r4b_deploy.atomic import require_writable
     from r4b_deploy.checks.smoke import SmokeConfig, run_smoke
-    from r4b_deploy.errors import CheckFailed
+    from r4b_deploy.datafile import validation_problem
+    from r4b_deploy.errors import CheckFailed, UsageError
 
     url, served_model_name, api_key, _ = resolve_endpoint(url, served_model_name, api_key, env_file, deployment_dir)
     if json_path and json_path != _STDOUT:  # before the checks: a typo in a path costs nothing
@@ -95,7 +96,13 @@ def command(
         options["api_key"] = SecretStr(api_key)
     if mode:
         options["modes"] = [mode]
-    config = SmokeConfig(**options)
+    try:
+        config = SmokeConfig(**options)
+    except ValidationError as exc:  # what the options' types let through and the model refuses
+        problem = validation_problem(exc)
+        raise UsageError(
+            f"{problem.top_field}: {problem.message.lower()}", fix="see `r4b-deploy smoke --help`"
+        ) from None
 
     to_stdout = json_path == _STDOUT
     report = _run_with_table(config, run_smoke, stderr=to_stdout)

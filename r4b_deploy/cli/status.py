@@ -22,14 +22,18 @@ _STATE_STYLE = {"running": "green", "starting": "yellow", "created": "yellow", "
 def command(deployment_dir: Path, runtime: str | None, as_json: bool) -> None:
     """Show the deployment's state, health, URL and uptime."""
     from r4b_deploy.launch.base import make_runtime
+    from r4b_deploy.launch.startup_log import check_running
     from r4b_deploy.launch.state import require_deployment_dir, resolve_runtime_name
 
     folder = require_deployment_dir(deployment_dir)
-    status = make_runtime(resolve_runtime_name(folder, runtime)).status(folder)
+    runtime_obj = make_runtime(resolve_runtime_name(folder, runtime))
+    status = runtime_obj.status(folder)
+    # The plan beside vLLM's own start-up figures, read from the server's log.
+    check = None if status.state == "absent" else check_running(runtime_obj, folder)
     if as_json:
         from r4b_deploy.cli.output import print_json
 
-        print_json(status)
+        print_json({**status.model_dump(mode="json"), "plan_check": check.model_dump(mode="json") if check else None})
         return
     from rich.markup import escape
 
@@ -50,6 +54,11 @@ def command(deployment_dir: Path, runtime: str | None, as_json: bool) -> None:
         rows.append(("detail", status.detail))
     for key, value in rows:
         out.print(f"  {key:<16} {value}", markup=False, soft_wrap=True)
+    if check is not None:
+        for line in check.summary_lines():
+            out.print(f"  {line}", markup=False, soft_wrap=True)
+        for warning in check.warnings:
+            out.print(f"  [yellow]warning:[/yellow] {escape(warning)}", soft_wrap=True)
 
 
 def _duration(seconds: float) -> str:

@@ -26,9 +26,10 @@ from r4b_deploy.cli.options import (
 )
 from r4b_deploy.cli.render import render_options, render_options_from
 from r4b_deploy.launch.base import DEFAULT_RUNTIME, RuntimeName
+from r4b_deploy.pipeline_report import BENCH_PRESET_NAMES
 
 if TYPE_CHECKING:
-    from r4b_deploy.pipeline import UpEvent
+    from r4b_deploy.pipeline_events import UpEvent
     from r4b_deploy.pipeline_report import BenchPreset, UpReport
 
 DEFAULT_OUT_DIR = Path("deploy")
@@ -135,7 +136,7 @@ def _interrupt_flag() -> Iterator[None]:
     import signal
 
     from r4b_deploy.errors import Terminated
-    from r4b_deploy.pipeline import clear_interrupt, request_interrupt
+    from r4b_deploy.pipeline_events import clear_interrupt, request_interrupt
 
     def raising(kind: type[KeyboardInterrupt]) -> Callable[[int, object], None]:
         def handler(signum: int, frame: object) -> None:
@@ -174,7 +175,7 @@ def _interrupt_flag() -> Iterator[None]:
 @runtime_option(default=DEFAULT_RUNTIME, help="Run the server in a container (docker) or as a local process (process).")
 @click.option(
     "--bench",
-    type=click.Choice(["quick", "full", "none"]),
+    type=click.Choice(BENCH_PRESET_NAMES),
     default="quick",
     show_default=True,
     help="Benchmark after the smoke check: a short look, the full sweep, or none.",
@@ -223,6 +224,9 @@ def command(
             force=force,
             on_event=display,
         )
+    from r4b_deploy.report.ci import append_step_summary, up_markdown
+
+    append_step_summary(up_markdown(report.model_dump(mode="json")))  # in GitHub Actions only
     if as_json:
         from r4b_deploy.cli.output import print_json
 
@@ -253,6 +257,8 @@ def _print_summary(report: UpReport) -> None:
     out.print(f"[bold green]R-4B is up[/bold green] at [bold]{url}[/bold] ({kind}, runtime {report.runtime})")
     out.print(f"  served model name: {report.served_model_name}", markup=False)
     out.print(f"  API key: in {report.api_key_file} (VLLM_API_KEY, mode 0600; send it as a Bearer token)", markup=False)
+    if report.already_running:
+        out.print("  the server was already running: reused, not started again", markup=False)
     if report.healthy_after_s is not None:
         out.print(f"  healthy {report.healthy_after_s:.0f} s after `up` started", markup=False)
     if report.build is not None:
@@ -286,6 +292,9 @@ def _print_summary(report: UpReport) -> None:
         out.print(table)
     elif report.bench_error:
         out.print(f"  bench: [bold red]failed[/bold red]: {escape(str(report.bench_error))}")
+    if report.plan_check is not None:  # the plan beside vLLM's own start-up figures
+        for line in report.plan_check.summary_lines():
+            out.print(f"  {line}", markup=False, soft_wrap=True)
     for warning in report.warnings:
         out.print(f"  [yellow]warning:[/yellow] {escape(warning)}")
     out.print(f"  report: {report.report_dir}/ ({', '.join(report.files)})", markup=False, soft_wrap=True)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import time
 from array import array
 from dataclasses import dataclass
@@ -250,7 +251,7 @@ def _succeeded(
     split = reply.split
     # Both reasoning and an answer, and usage did not split them: count the answer with /tokenize
     # after the load phase (never during it: counting must not load the server being measured).
-    unsplit = reply.completion_tokens is not None and reply.reasoning_tokens is None
+    unsplit = reply.completion_tokens is not None and reply.reasoning_tokens is None and bool(split.answer)
     record = RequestRecord(
         success=True,
         status_code=status,
@@ -265,11 +266,19 @@ def _succeeded(
         output_tokens=reply.completion_tokens,
         reasoning_tokens=reply.reasoning_tokens,
         answer_tokens=reply.answer_tokens,
-        finish_reason=reply.finish_reason,
+        finish_reason=_shared(reply.finish_reason),
         thought=split.thought,
         truncated_reasoning=split.truncated_reasoning,
+        token_split_source=reply.token_split_source,
+        split_adjusted=reply.token_split_adjusted,
+        reasoning_path=reply.reasoning_path,
     )
     return ChatOutcome(record, split.answer if unsplit else None)
+
+
+def _shared(text: Any) -> Any:
+    """One copy of a short repeated string ("stop", "length") for all records, not one each."""
+    return sys.intern(text) if type(text) is str else text
 
 
 async def _read_capped(resp: aiohttp.ClientResponse, limit_bytes: int) -> bytes | None:

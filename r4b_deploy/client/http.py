@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
 from r4b_deploy.client.deadline import Deadline
+from r4b_deploy.client.errors import ClientError, is_read_timeout, root_os_error, status_error
 from r4b_deploy.client.reasoning import REASONING_FIELDS, ReasoningSplit, split_reasoning, think_open_at_start
-from r4b_deploy.client.records import ErrorKind
 from r4b_deploy.client.sse import SSELineTooLong, SSEParser
-from r4b_deploy.client.stream import StreamAccumulator, token_split
+from r4b_deploy.client.stream import ReasoningPath, StreamAccumulator, TokenSource, reasoning_path, token_split
 from r4b_deploy.client.urls import is_loopback, normalize_base_url
 from r4b_deploy.client.wire import (
     BODY_MAX_BYTES,
@@ -29,12 +28,9 @@ from r4b_deploy.client.wire import (
     HEALTH_PATH,
     MODELS_PATH,
     TOKENIZE_PATH,
-    server_error_message,
     size_text,
-    status_error_kind,
     stream_max_bytes,
 )
-from r4b_deploy.errors import ExitCode, R4BError
 from r4b_deploy.spec import model_spec
 
 if TYPE_CHECKING:
@@ -43,17 +39,6 @@ if TYPE_CHECKING:
 DEFAULT_TIMEOUT_S = 60.0
 DEFAULT_SERVED_MODEL_NAME = "r4b"
 STREAM_READ_SIZE_BYTES = 65536
-
-
-class ClientError(R4BError):
-    """A request that did not give a usable answer; `kind` classifies it as RequestRecord does."""
-
-    exit_code = ExitCode.CHECK_FAILED
-
-    def __init__(self, kind: ErrorKind, message: str, *, status_code: int | None = None, fix: str | None = None):
-        super().__init__(message, fix=fix)
-        self.kind: ErrorKind = kind
-        self.status_code = status_code
 
 
 class ChatTimings(BaseModel):
@@ -71,65 +56,14 @@ class ChatResult(BaseModel):
     completion_tokens: int | None = None
     reasoning_tokens: int | None = None  # see client/stream.py token_split (None: unknown)
     answer_tokens: int | None = None
+    token_split_source: TokenSource | None = None  # "usage" or "text" (None: unknown)
+    token_split_adjusted: bool = False  # usage's reasoning_tokens contradicted the text received
     timings: ChatTimings
     reasoning_field: str | None = None  # "reasoning" or "reasoning_content", as the server named it
+    reasoning_path: ReasoningPath | None = None  # the field's name, "think_tags", or None (no reasoning)
     streamed: bool = False
     chunks: int = 0  # streamed chunks that carried text
     model: str | None = None  # the model name the server echoed
-
-
-def _causes(exc: BaseException) -> Iterator[BaseException]:
-    """`exc` and everything requests/urllib3 wrapped in it (reason, cause, context, args), once each."""
-    seen: set[int] = set()
-    stack: list[BaseException] = [exc]
-    while stack:
-        e = stack.pop()
-        if id(e) in seen:
-            continue
-        seen.add(id(e))
-        yield e
-        for nxt in (getattr(e, "reason", None), e.__cause__, e.__context__, *getattr(e, "args", ())):
-            if isinstance(nxt, BaseException):
-                stack.append(nxt)
-
-
-def _root_os_error(exc: BaseException) -> BaseException | None:
-    """The socket error under the requests/urllib3 wrappers, if any."""
-    for e in _causes(exc):
-        if isinstance(e, OSError) and not type(e).__module__.startswith(("requests", "urllib3")):
-            return e
-    return None
-
-
-def _is_read_timeout(exc: BaseException) -> bool:
-    import urllib3.exceptions
-
-    return any(isinstance(e, (urllib3.exceptions.ReadTimeoutError, TimeoutError)) for e in _causes(exc))
-
-
-def _status_error(code: int, body: bytes, has_key: bool, served_model_name: str) -> ClientError:
-    """A non-200 answer as a ClientError: the kind the load generator records, a message, a fix."""
-    kind = status_error_kind(code)
-    text = server_error_message(body)
-    if kind == "http_401":
-        if has_key:
-            fix = "pass the key in the deployment's env file (--deployment DIR)"
-            return ClientError(kind, "401: wrong API key", status_code=code, fix=fix)
-        return ClientError(
-            kind,
-            "401: the server wants an API key and none was given",
-            status_code=code,
-            fix="pass --api-key, --env-file or --deployment DIR",
-        )
-    if kind == "http_404":
-        fix = f"check the served model name ({served_model_name!r}) and the URL"
-        return ClientError(kind, f"404: {text or 'not found'}", status_code=code, fix=fix)
-    messages: dict[ErrorKind, str] = {
-        "http_429": f"429: rate limited: {text}",
-        "http_4xx": f"{code}: {text}",
-        "http_5xx": f"{code}: server error: {text}",
-    }
-    return ClientError(kind, messages.get(kind, f"unexpected HTTP status {code}: {text}"), status_code=code)
 
 
 class EndpointClient:
@@ -201,7 +135,7 @@ class EndpointClient:
                 raw = b""
             finally:
                 resp.close()
-            raise _status_error(resp.status_code, raw, self._api_key is not None, self.served_model_name)
+            raise status_error(resp.status_code, raw, self._api_key is not None, self.served_model_name)
         return resp
 
     def _transport_error(self, exc: BaseException, path: str, deadline: Deadline | None = None) -> ClientError:
@@ -210,11 +144,11 @@ class EndpointClient:
 
         if deadline is not None and deadline.expired:
             return self._deadline_error(path)
-        if isinstance(exc, requests.exceptions.Timeout) or _is_read_timeout(exc):
+        if isinstance(exc, requests.exceptions.Timeout) or is_read_timeout(exc):
             return ClientError("timeout", f"timeout: no answer from {self.base_url}{path} within {self.timeout_s:g} s")
         if isinstance(exc, (requests.exceptions.ChunkedEncodingError, urllib3.exceptions.ProtocolError)):
             return ClientError("stream", f"the connection broke mid-answer from {self.base_url}{path}")
-        root = _root_os_error(exc)
+        root = root_os_error(exc)
         if isinstance(root, ConnectionRefusedError):
             return ClientError("connection", f"nothing answers at {self.base_url} (connection refused)")
         if isinstance(exc, requests.exceptions.ConnectionError):
@@ -366,19 +300,20 @@ class EndpointClient:
         completion = usage.get("completion_tokens")
         details = usage.get("completion_tokens_details")
         usage_reasoning = details.get("reasoning_tokens") if isinstance(details, dict) else None
-        reasoning_tokens, answer_tokens = token_split(
-            completion, usage_reasoning if isinstance(usage_reasoning, int) else None, split
-        )
+        tokens = token_split(completion, usage_reasoning if isinstance(usage_reasoning, int) else None, split)
         return ChatResult(
             status_code=status,
             split=split,
             finish_reason=finish,
             prompt_tokens=usage.get("prompt_tokens"),
             completion_tokens=completion,
-            reasoning_tokens=reasoning_tokens,
-            answer_tokens=answer_tokens,
+            reasoning_tokens=tokens.reasoning_tokens,
+            answer_tokens=tokens.answer_tokens,
+            token_split_source=tokens.source,
+            token_split_adjusted=tokens.adjusted,
             timings=ChatTimings(latency_s=latency),
             reasoning_field=field,
+            reasoning_path=reasoning_path(field, split),
             model=body.get("model"),
         )
 
@@ -396,7 +331,7 @@ class EndpointClient:
             try:
                 data = resp.raw.read1(STREAM_READ_SIZE_BYTES, decode_content=True)
             except (urllib3.exceptions.HTTPError, OSError) as exc:
-                if not deadline.expired and _is_read_timeout(exc):
+                if not deadline.expired and is_read_timeout(exc):
                     raise ClientError(
                         "timeout",
                         f"timeout: the stream stalled for {self.timeout_s:g} s after {acc.chunks} text chunk(s)",
@@ -463,6 +398,8 @@ class EndpointClient:
             completion_tokens=reply.completion_tokens,
             reasoning_tokens=reply.reasoning_tokens,
             answer_tokens=reply.answer_tokens,
+            token_split_source=reply.token_split_source,
+            token_split_adjusted=reply.token_split_adjusted,
             timings=ChatTimings(
                 latency_s=reply.latency_s,
                 ttft_s=reply.ttft_s,
@@ -470,6 +407,7 @@ class EndpointClient:
                 itl_s=reply.itl_s,
             ),
             reasoning_field=reply.reasoning_field,
+            reasoning_path=reply.reasoning_path,
             streamed=True,
             chunks=reply.chunks,
             model=reply.model,

@@ -15,7 +15,8 @@ bench's TTFT are the same function of the same bytes. The rules follow `vllm ben
 - the first answer token is the first text the splitter files as answer (after `</think>`;
   a late `</think>` moves it); none when the reply ends with no answer;
 - usage is taken from whichever event carries it, `completion_tokens_details.reasoning_tokens`
-  included (vLLM sends it when its reasoning parser counts);
+  included (vLLM sends it when its reasoning parser counts), but the counts must agree with the
+  text received (`token_split`): no answer text, no answer tokens;
 - a reply is whole when `[DONE]` came, or when the stream ended after a `finish_reason`;
 - a malformed event, an error event or a chunk not shaped as the API says ends the
   accumulation with `error` (what a transport reports as a "stream" failure).
@@ -25,8 +26,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cache
+from typing import Literal, NamedTuple
 
-from r4b_deploy.client.reasoning import ReasoningSplit, StreamSplitter, think_open_at_start
+from r4b_deploy.client.reasoning import REASONING_FIELDS, ReasoningSplit, StreamSplitter, think_open_at_start
 from r4b_deploy.client.sse import SSEEvent
 from r4b_deploy.client.wire import DONE_MARKER, EVENT_SAMPLE_CHARS, StreamEventError, one_line, parse_stream_event
 
@@ -47,27 +49,66 @@ class StreamReply:
     finish_reason: str | None = None
     prompt_tokens: int | None = None  # usage.prompt_tokens (None: the server sent no usage)
     completion_tokens: int | None = None
-    reasoning_tokens: int | None = None  # usage's own split, else worked out (see token_split)
+    reasoning_tokens: int | None = None  # agreeing with the text received (see token_split)
     answer_tokens: int | None = None
+    token_split_source: TokenSource | None = None  # "usage", "text"; None: left to /tokenize
+    token_split_adjusted: bool = False  # usage's reasoning_tokens contradicted the text, and lost
     reasoning_field: str | None = None  # "reasoning" or "reasoning_content", as the server named it
+    reasoning_path: ReasoningPath | None = None  # a reasoning field's name, "think_tags", None: no reasoning
     model: str | None = None  # the model name the server echoed
 
 
-def token_split(
-    completion_tokens: int | None, usage_reasoning_tokens: int | None, split: ReasoningSplit
-) -> tuple[int | None, int | None]:
-    """(reasoning, answer) tokens of a reply: the server's split when usage gives one, else what
-    the text settles (all reasoning, all answer); (None, None) when a reply has both and usage did
-    not split them: only the server's tokenizer can count the answer then (`/tokenize`)."""
+TokenSource = Literal["usage", "text", "tokenize"]
+ReasoningPath = Literal["reasoning", "reasoning_content", "think_tags"]
+THINK_TAGS_PATH: ReasoningPath = "think_tags"
+
+
+class TokenSplit(NamedTuple):
+    """(reasoning, answer) tokens of a reply, where they came from, and whether usage was overruled."""
+
+    reasoning_tokens: int | None
+    answer_tokens: int | None
+    source: TokenSource | None  # None: not known yet (only /tokenize of the answer can tell)
+    adjusted: bool = False  # usage's reasoning_tokens contradicted the text received
+
+
+def token_split(completion_tokens: int | None, usage_reasoning_tokens: int | None, split: ReasoningSplit) -> TokenSplit:
+    """Split `completion_tokens` so the counts agree with the text received.
+
+    A reply with no answer text has 0 answer tokens, whatever usage says (the tiny vLLM streamed
+    every token in `reasoning` while usage called a third of them answer); a reply with no
+    reasoning has 0 reasoning tokens unless usage counts some (an empty think block's tags are
+    tokens). Otherwise usage's split (`completion_tokens_details.reasoning_tokens`) is used when
+    it leaves both received texts some tokens; when it does not, or usage gave none, the answer
+    is left to the server's `/tokenize` (source None here).
+    """
     if completion_tokens is None:
-        return None, None
-    if usage_reasoning_tokens is not None:
-        return usage_reasoning_tokens, completion_tokens - usage_reasoning_tokens
+        return TokenSplit(None, None, None)
+    usage = usage_reasoning_tokens
     if not split.answer:
-        return completion_tokens, 0
-    if not split.thought:
-        return 0, completion_tokens
-    return None, None
+        if usage == completion_tokens:
+            return TokenSplit(completion_tokens, 0, "usage")
+        return TokenSplit(completion_tokens, 0, "text", usage is not None)
+    if usage is not None:
+        reasoning_ok = usage > 0 or not split.reasoning
+        if 0 <= usage < completion_tokens and reasoning_ok:
+            return TokenSplit(usage, completion_tokens - usage, "usage")
+        if not split.reasoning:
+            return TokenSplit(0, completion_tokens, "text", True)
+        return TokenSplit(None, None, None, True)
+    if not split.reasoning:
+        return TokenSplit(0, completion_tokens, "text")
+    return TokenSplit(None, None, None)
+
+
+def reasoning_path(field: str | None, split: ReasoningSplit) -> ReasoningPath | None:
+    """Where the reasoning came from: the server's field, `<think>` tags in the content, or None
+    (none came). A vLLM upgrade that renames the field shows here, not as zero reasoning."""
+    if not split.reasoning:
+        return None
+    if field in REASONING_FIELDS:
+        return field  # type: ignore[return-value]
+    return THINK_TAGS_PATH
 
 
 @cache
@@ -199,23 +240,29 @@ class StreamAccumulator:
             return self.error
         return "" if self.whole else INCOMPLETE_STREAM
 
+    def _first_answer_s(self, split: ReasoningSplit) -> float | None:
+        # Text that looked like answer may have turned out to be reasoning (a late </think>).
+        return self.first_answer_s if split.answer else None
+
     def reply(self, end_t: float) -> StreamReply:
         """The reply as a whole; `end_t` is when the stream ended (latency when no text came)."""
         split = self.splitter.finish(self.finish_reason)
-        reasoning, answer = token_split(self.completion_tokens, self.reasoning_tokens, split)
+        tokens = token_split(self.completion_tokens, self.reasoning_tokens, split)
         return StreamReply(
             split=split,
             latency_s=(self.last_t if self.ttft_s is not None else end_t) - self.t0,
             ttft_s=self.ttft_s,
-            # Text that looked like answer may have turned out to be reasoning (a late </think>).
-            first_answer_token_s=self.first_answer_s if split.answer else None,
+            first_answer_token_s=self._first_answer_s(split),
             itl_s=self.itl_s,
             chunks=self.chunks,
             finish_reason=self.finish_reason,
             prompt_tokens=self.prompt_tokens,
             completion_tokens=self.completion_tokens,
-            reasoning_tokens=reasoning,
-            answer_tokens=answer,
+            reasoning_tokens=tokens.reasoning_tokens,
+            answer_tokens=tokens.answer_tokens,
+            token_split_source=tokens.source,
+            token_split_adjusted=tokens.adjusted,
             reasoning_field=self.splitter.reasoning_field,
+            reasoning_path=reasoning_path(self.splitter.reasoning_field, split),
             model=self.model,
         )

@@ -18,8 +18,10 @@ SCRIPT_NAME = "docker-engine.sh"
 SUBCOMMANDS = ("install", "start", "base-image", "env", "where", "status", "prune", "stop")
 # Subcommands that change the machine (apt, dockerd, iptables, /run): root only.
 ROOT_SUBCOMMANDS = frozenset({"install", "start", "base-image", "prune", "stop"})
-# The helper's socket unless R4B_DOCKER_SOCK moves it (the script's default; tests read it too).
-DEFAULT_SOCKET = "/run/r4b-ci/docker.sock"
+# The helper's run folder and socket unless R4B_DOCKER_RUN / R4B_DOCKER_SOCK move them (the script's defaults).
+DEFAULT_RUN_DIR = "/run/r4b-ci"
+SOCKET_NAME = "docker.sock"
+DEFAULT_SOCKET = f"{DEFAULT_RUN_DIR}/{SOCKET_NAME}"
 SYSTEMD_MARKER = Path("/run/systemd/system")  # exists only while systemd is PID 1 (sd_booted())
 
 START_COMMAND = "r4b-deploy engine install start base-image"
@@ -47,7 +49,7 @@ def helper_environment(environ: Mapping[str, str] | None = None) -> dict[str, st
 
 def helper_socket(environ: Mapping[str, str] | None = None) -> str:
     env = os.environ if environ is None else environ
-    return env.get("R4B_DOCKER_SOCK") or os.path.join(env.get("R4B_DOCKER_RUN") or "/run/r4b-ci", "docker.sock")
+    return env.get("R4B_DOCKER_SOCK") or os.path.join(env.get("R4B_DOCKER_RUN") or DEFAULT_RUN_DIR, SOCKET_NAME)
 
 
 def systemd_runs(marker: Path | None = None) -> bool:

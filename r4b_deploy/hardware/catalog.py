@@ -13,10 +13,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+from r4b_deploy.datafile import StrictModel, load_data_file
 from r4b_deploy.errors import UsageError
-from r4b_deploy.hardware.inventory import BYTES_PER_MIB, GPU, Inventory
+from r4b_deploy.hardware.inventory import BYTES_PER_GB, BYTES_PER_GIB, BYTES_PER_MIB, GPU, Inventory
 from r4b_deploy.paths import profiles_dir
 
 CATALOG_FILE_NAME = "gpus.yaml"
@@ -26,19 +27,18 @@ MAX_GPU_COUNT = 64
 _IGNORED_PREFIXES = ("nvidia", "geforce", "tesla")
 _MAX_SUGGESTIONS = 5
 _SUGGESTION_CUTOFF = 0.5
+_WILDCARDS = frozenset("*?[")  # fnmatch's special characters
 LIST_COMMAND = "r4b-deploy gpus --catalog"
 # Bounds of a described card: vLLM's CUDA builds need Volta (7.0) or newer; no GPU today has 1 TiB.
 MIN_COMPUTE_MAJOR = 7
-MAX_CUSTOM_MEMORY_BYTES = 1024**4
+MAX_CUSTOM_MEMORY_BYTES = 1024 * BYTES_PER_GIB
 
 
-class GpuCatalogEntry(BaseModel):
+class GpuCatalogEntry(StrictModel):
     """One GPU model. Memory is what NVML reports on that card (MiB), not the marketing figure."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9-]*$")
-    aliases: list[str] = []
+    aliases: list[str] = Field(default_factory=list)
     nvml_names: list[str] = Field(min_length=1)
     memory_mib: int = Field(gt=0)
     memory_basis: Literal["reported", "nominal"]
@@ -61,16 +61,19 @@ class GpuCatalogEntry(BaseModel):
 
     def matches_nvml_name(self, nvml_name: str) -> bool:
         name = nvml_name.strip().casefold()
-        return any(fnmatch.fnmatchcase(name, pattern.casefold()) for pattern in self.nvml_names)
+        # A pattern without wildcards is compared as text: fnmatch would compile a regex for each
+        # of the catalog's patterns on a process's first lookup, which `plan` pays at every start.
+        return any(
+            fnmatch.fnmatchcase(name, pattern.casefold()) if _WILDCARDS & set(pattern) else name == pattern.casefold()
+            for pattern in self.nvml_names
+        )
 
     def lookup_keys(self) -> set[str]:
         return {_normalize(n) for n in (self.name, *self.aliases)}
 
 
-class GpuCatalog(BaseModel):
+class GpuCatalog(StrictModel):
     """The whole file; checks that no two entries answer to the same name."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     gpus: list[GpuCatalogEntry] = Field(min_length=1)
 
@@ -100,8 +103,6 @@ def _normalize(name: str) -> str:
 
 def load_catalog_file(path: Path) -> GpuCatalog:
     """Read and validate a catalog file; any problem is a ConfigError naming file, field and problem."""
-    from r4b_deploy.datafile import load_data_file
-
     return load_data_file(GpuCatalog, path, "the GPU catalog", field_namer=_field_path)
 
 
@@ -184,7 +185,8 @@ def closest_names(name: str) -> list[str]:
 
 # An unlisted card described by its memory and compute capability: "16GiB@8.9", "12GB@8.6:2".
 _CUSTOM_GPU = re.compile(r"^\s*(?P<amount>\d+(?:\.\d+)?)\s*(?P<unit>GiB|GB|MiB)\s*@\s*(?P<cc>\d{1,2}\.\d)\s*$", re.I)
-_UNIT_BYTES = {"gib": 1024**3, "gb": 1000**3, "mib": BYTES_PER_MIB}
+_UNIT_BYTES = {"gib": BYTES_PER_GIB, "gb": BYTES_PER_GB, "mib": BYTES_PER_MIB}
+DESCRIBED_SOURCE = "described on the command line"  # the `source` of a card described, not named
 CUSTOM_GPU_FIX = "write MEMORY@COMPUTE[:COUNT] with the memory nvidia-smi shows, e.g. 16GiB@8.9 or 12GB@8.6:2"
 
 
@@ -198,7 +200,7 @@ def custom_gpu_entry(text: str) -> GpuCatalogEntry | None:
     major = int(match["cc"].split(".")[0])
     if memory_mib <= 0 or memory_mib * BYTES_PER_MIB > MAX_CUSTOM_MEMORY_BYTES or major < MIN_COMPUTE_MAJOR:
         raise UsageError(
-            f"GPU {text.strip()!r}: memory must be above 0 and at most {MAX_CUSTOM_MEMORY_BYTES // 1024**3} GiB, "
+            f"GPU {text.strip()!r}: memory must be above 0 and at most {MAX_CUSTOM_MEMORY_BYTES // BYTES_PER_GIB} GiB, "
             f"compute capability at least {MIN_COMPUTE_MAJOR}.0",
             fix=CUSTOM_GPU_FIX,
         )
@@ -211,7 +213,7 @@ def custom_gpu_entry(text: str) -> GpuCatalogEntry | None:
         compute_capability=cc,
         architecture="unlisted",
         nvlink=False,
-        source="described on the command line",
+        source=DESCRIBED_SOURCE,
     )
 
 
@@ -247,7 +249,7 @@ def inventory_from_catalog(spec: str) -> Inventory:
         for i in range(count)
     ]
     basis = "as NVML reports it" if entry.memory_basis == "reported" else "nominal"
-    if entry.source == "described on the command line":
+    if entry.source == DESCRIBED_SOURCE:
         notes = [
             f"described, not measured: {count}× an unlisted GPU, {entry.memory_mib} MiB each, compute "
             f"{entry.compute_capability}"

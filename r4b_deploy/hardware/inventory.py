@@ -18,6 +18,9 @@ MAX_GPU_INDEX = 2**32 - 1
 MAX_MEMORY_BYTES = 2**64 - 1
 # `gpus --json` of a large machine is a few KB; anything far bigger is the wrong file.
 MAX_INVENTORY_FILE_BYTES = 1024**2
+# NVML's driver ("550.54.15") and CUDA ("12.4") versions: dotted numbers, which the planner compares
+# to choose the vLLM release; bounded, so a hostile file cannot make int() refuse a 5,000-digit part.
+DOTTED_VERSION_PATTERN = r"^[0-9]{1,9}(\.[0-9]{1,9}){0,3}$"
 
 
 def compute_capability_tuple(text: str) -> tuple[int, int]:
@@ -52,8 +55,8 @@ class Inventory(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     source: Literal["nvml", "catalog", "file"]
-    driver_version: str | None = None
-    cuda_driver_version: str | None = None  # the newest CUDA the driver supports, "12.4"
+    driver_version: str | None = Field(default=None, pattern=DOTTED_VERSION_PATTERN)
+    cuda_driver_version: str | None = Field(default=None, pattern=DOTTED_VERSION_PATTERN)  # the newest it runs, "12.4"
     gpus: list[GPU]
     # Pairs of GPU indices joined by NVLink, where NVML reports it.
     nvlink_pairs: list[tuple[int, int]] = []

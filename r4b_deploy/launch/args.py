@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 # by the port publication (127.0.0.1 unless --public). `plan --json` shows the container's arguments.
 CONTAINER_HOST = "0.0.0.0"
 CONTAINER_PORT = 8000
-# R-4B has no video input: a zero limit keeps vLLM from profiling (and reserving memory for) video.
+# No video: a zero limit keeps vLLM from profiling (and reserving memory for) video (R-4B has none; the
+# planner models images only).
 NO_VIDEO_LIMIT = {"video": 0}
 
 
@@ -61,9 +62,10 @@ def vllm_serve_args(
         args += ["--tensor-parallel-size", str(settings.tensor_parallel_size)]
     if settings.kv_cache_dtype != "auto":
         args += ["--kv-cache-dtype", settings.kv_cache_dtype]
-    # Compact JSON: `vllm serve $(cat vllm-args.txt)` splits on whitespace.
-    limit = {"image": settings.images_per_prompt, **NO_VIDEO_LIMIT}
-    args += ["--limit-mm-per-prompt", json.dumps(limit, separators=(",", ":"))]
+    if settings.multimodal:  # vLLM refuses the limit for a text-only model
+        # Compact JSON: `vllm serve $(cat vllm-args.txt)` splits on whitespace.
+        limit = {"image": settings.images_per_prompt, **NO_VIDEO_LIMIT}
+        args += ["--limit-mm-per-prompt", json.dumps(limit, separators=(",", ":"))]
     if settings.enforce_eager:
         args.append("--enforce-eager")
     if settings.reasoning_parser:

@@ -101,6 +101,10 @@ class Runtime(Protocol):
         """Start the server and return at once; `env` is the env file's values (secrets)."""
         ...
 
+    def running_endpoint(self, deployment: Deployment, env: Mapping[str, str]) -> Endpoint | None:
+        """The endpoint of a server already running this deployment (what `start` would reuse), or None."""
+        ...
+
     def is_alive(self, folder: Path) -> bool:
         """Is the folder's server still there (for the health wait: a dead one fails it at once)?"""
         ...

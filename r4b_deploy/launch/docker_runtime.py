@@ -16,6 +16,7 @@ The pieces: `docker_client` (connection), `docker_build` (image), `docker_spec` 
 from __future__ import annotations
 
 import contextlib
+import secrets as secrets_module
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,6 +29,7 @@ from r4b_deploy.launch.docker_build import BUILD_TIMEOUT_S, build_image, image_e
 from r4b_deploy.launch.docker_client import EngineConnection, api_explanation
 from r4b_deploy.launch.docker_spec import (
     LABEL_CONFIG,
+    LABEL_LAUNCH,
     LABEL_RUNTIME,
     classify_start_error,
     config_digest,
@@ -48,6 +50,7 @@ if TYPE_CHECKING:
 STOP_TIMEOUT_S = 30  # SIGTERM grace before SIGKILL; with init=True vLLM stops in under a second
 FAILURE_LOG_NAME = "container-failure.log"  # the full log of a container that failed to start
 RUNNING_STATES = ("running", "starting", "unhealthy")
+LAUNCH_TOKEN_BYTES = 8  # the launch label's token (docker_spec.LABEL_LAUNCH)
 
 
 class DockerRuntime(Runtime):
@@ -144,7 +147,8 @@ class DockerRuntime(Runtime):
         for container in self.containers_for(deployment.dir):
             if container.status == "running" and (container.labels or {}).get(LABEL_CONFIG) == digest:
                 return endpoint
-            container.remove(force=True)
+            with contextlib.suppress(docker.errors.NotFound):
+                container.remove(force=True)
 
         if not self.image_exists(spec.image):
             build_image(self.engine, deployment, self.on_build_line, self.build_timeout_s)
@@ -156,28 +160,42 @@ class DockerRuntime(Runtime):
                 # Made by us, not by the daemon: a folder the daemon creates belongs to root.
                 Path(volume.source).mkdir(parents=True, exist_ok=True)
 
-        kwargs = run_kwargs(spec, secrets, {LABEL_CONFIG: digest, LABEL_RUNTIME: self.name})
+        launch = secrets_module.token_hex(LAUNCH_TOKEN_BYTES)
+        kwargs = run_kwargs(spec, secrets, {LABEL_CONFIG: digest, LABEL_RUNTIME: self.name, LABEL_LAUNCH: launch})
         container = None
         try:
             container = self.client.containers.create(**kwargs)
             container.start()
         except docker.errors.APIError as exc:
-            self._remove_quietly(container, spec.name)
+            self._remove_quietly(container, launch)
             raise classify_start_error(api_explanation(exc), spec) from exc
         except BaseException:
-            self._remove_quietly(container, spec.name)
+            self._remove_quietly(container, launch)
             raise
         return endpoint
 
-    def _remove_quietly(self, container: Container | None, name: str) -> None:
-        """Remove a container we just made (by object, or by name when create() was interrupted)."""
+    def running_endpoint(self, deployment: Deployment, env: Mapping[str, str]) -> Endpoint | None:
+        """The endpoint when the folder's container runs this very configuration (`start` reuses it)."""
+        digest = config_digest(deployment.container, {k: v for k, v in env.items() if v})
+        for container in self.containers_for(deployment.dir):
+            if container.status == "running" and (container.labels or {}).get(LABEL_CONFIG) == digest:
+                return Endpoint(
+                    url=deployment.url,
+                    served_model_name=deployment.served_model_name,
+                    api_key_file=deployment.env_file,
+                )
+        return None
+
+    def _remove_quietly(self, container: Container | None, launch: str) -> None:
+        """Remove the container this start made: by object, or (create() interrupted before it
+        returned one) by this start's own launch label; by ID either way, never by name."""
         import docker
 
-        target: Any = container
-        if target is None:
+        targets: list[Any] = [container] if container is not None else []
+        if not targets:
             with contextlib.suppress(docker.errors.DockerException):
-                target = self.client.containers.get(name)
-        if target is not None:
+                targets = self.client.containers.list(all=True, filters={"label": f"{LABEL_LAUNCH}={launch}"})
+        for target in targets:
             with contextlib.suppress(docker.errors.NotFound):
                 target.remove(force=True)
 

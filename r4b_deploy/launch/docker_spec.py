@@ -21,6 +21,9 @@ if TYPE_CHECKING:
 # Our own labels, beside the renderer's io.r4b-deploy.dir / .project / .profile.
 LABEL_CONFIG = "io.r4b-deploy.config"  # digest of the run configuration: same digest, same container
 LABEL_RUNTIME = "io.r4b-deploy.runtime"
+# A fresh token per start: a clean-up finds the container this very start created by it (removed by
+# ID), never by name, which another `up` of the folder may hold by then.
+LABEL_LAUNCH = "io.r4b-deploy.launch"
 CONFIG_DIGEST_HEX = 16
 NANOSECONDS_PER_SECOND = 1_000_000_000
 MICROSECOND_DIGITS = 6  # what datetime keeps of docker's nanoseconds

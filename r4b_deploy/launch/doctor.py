@@ -2,8 +2,9 @@
 
 pass / warn / fail / skip (does not apply here, e.g. GPU checks for the CPU rehearsal). A fail
 means `up` would fail; a warn means it may work but is not what the pins recommend. Thresholds
-come from profiles/vllm.yaml (driver, CUDA), profiles/model.yaml (weight size) and the renderer
-(shared memory, port); the image-size estimates are named below.
+come from profiles/vllm.yaml (driver, CUDA), the model's spec (weight size: R-4B's
+profiles/model.yaml, or `--model`'s, as `plan` resolves it) and the renderer (shared memory,
+port); the image-size estimates are named below.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from r4b_deploy.launch.base import RuntimeName
 
 if TYPE_CHECKING:
     import docker
+
+    from r4b_deploy.spec import ModelSpec
 
 CheckStatus = Literal["pass", "warn", "fail", "skip"]
 
@@ -311,14 +314,19 @@ def check_image_disk(client: docker.DockerClient, rehearsal: bool) -> DoctorChec
     return disk_check("disk-image", Path(root), need, "the image build")
 
 
-def check_weights_disk(hf_cache_dir: Path, rehearsal: bool) -> DoctorCheck:
+def check_weights_disk(hf_cache_dir: Path, rehearsal: bool, spec: ModelSpec | None = None) -> DoctorCheck:
+    """Room in the HF cache for the weights `up` downloads: the planned model's (None: R-4B)."""
     from r4b_deploy.spec import model_spec
 
     if rehearsal:
         return DoctorCheck(
             name="disk-weights", status="skip", message="the rehearsal's tiny model is built into the image"
         )
-    spec = model_spec()
+    spec = spec or model_spec()
+    if _is_local_folder(spec):
+        return DoctorCheck(
+            name="disk-weights", status="skip", message=f"the weights are in {spec.model_id}: nothing to download"
+        )
     need = spec.parameters * spec.weight_bytes_per_param[WEIGHTS_DTYPE]
     return disk_check("disk-weights", hf_cache_dir, need, f"{spec.model_id}'s {WEIGHTS_DTYPE} weights")
 
@@ -364,12 +372,23 @@ def check_port(port: int, public: bool) -> DoctorCheck:
     return DoctorCheck(name="port", status="pass", message=f"port {port} on {host} is free")
 
 
-def check_hf_token(hf_token_env: str, environ: Mapping[str, str], rehearsal: bool, gated: bool) -> DoctorCheck:
+def _is_local_folder(spec: ModelSpec) -> bool:
+    """A model served from a folder (`--model DIR`): its model_id is the folder's absolute path."""
+    return Path(spec.model_id).is_absolute()
+
+
+def check_hf_token(
+    hf_token_env: str, environ: Mapping[str, str], rehearsal: bool, gated: bool, spec: ModelSpec | None = None
+) -> DoctorCheck:
     from r4b_deploy.spec import model_spec
 
     if rehearsal:
         return DoctorCheck(name="hf-token", status="skip", message="the rehearsal downloads nothing from the Hub")
-    model_id = model_spec().model_id
+    spec = spec or model_spec()
+    if _is_local_folder(spec):
+        message = f"{spec.model_id} is a folder: nothing is downloaded"
+        return DoctorCheck(name="hf-token", status="skip", message=message)
+    model_id = spec.model_id
     if environ.get(hf_token_env):
         return DoctorCheck(name="hf-token", status="pass", message=f"${hf_token_env} is set (copied into r4b.env only)")
     if gated:
@@ -399,15 +418,19 @@ def run_doctor(
     gated: bool = False,
     probe_gpu_request: bool = True,
     environ: Mapping[str, str] | None = None,
+    model: str | None = None,
 ) -> DoctorReport:
-    """Every check, in the order a user would fix them. Never raises for what it finds: that is the report."""
+    """Every check, in the order a user would fix them. Never raises for what it finds: that is the
+    report. `model` is `--model` as `plan` takes it (None: R-4B); it sizes the weights' disk check."""
     from r4b_deploy.render.options import DEFAULT_HOST_PORT, RenderOptions
+    from r4b_deploy.spec import resolve_model
 
     environ = os.environ if environ is None else environ
     # The values `render` will get, validated as render validates them (a UsageError, before any check).
     given = {"hf_cache_dir": hf_cache_dir, "hf_token_env": hf_token_env}
     options = RenderOptions(**{key: value for key, value in given.items() if value is not None})
     hf_cache = options.hf_cache_dir
+    spec = resolve_model(model)  # a UsageError for an unknown name, before any check
     checks: list[DoctorCheck] = []
     checks += check_driver(rehearsal)
     if runtime == "docker":
@@ -429,8 +452,8 @@ def run_doctor(
                 checks.append(DoctorCheck(name="docker", status="fail", message=exc.message, fix=exc.fix))
             finally:
                 client.close()
-    checks.append(check_weights_disk(hf_cache, rehearsal))
+    checks.append(check_weights_disk(hf_cache, rehearsal, spec))
     checks.append(check_shm(runtime, ipc_host))
     checks.append(check_port(port if port is not None else DEFAULT_HOST_PORT, public))
-    checks.append(check_hf_token(options.hf_token_env, environ, rehearsal, gated))
+    checks.append(check_hf_token(options.hf_token_env, environ, rehearsal, gated, spec))
     return DoctorReport(runtime=runtime, rehearsal=rehearsal, checks=checks)

@@ -1,8 +1,10 @@
 """Running `vllm serve` as a plain process: the CPU rehearsal, and GPU hosts where Docker is not an option.
 
 The deployment folder is the state: `server.pid` and `server.log` (`launch/server_process.py`
-starts, records, stops and tails the process). Secrets (the API key, an HF token) reach the
-process through its environment only: never argv, never the pidfile.
+starts, records, proves, stops and tails the process). Each running server is also in the user's
+registry (`launch/server_registry.py`), so a server whose folder was deleted can still be stopped.
+Secrets (the API key, an HF token) reach the process through its environment only: never argv,
+never the pidfile.
 """
 
 from __future__ import annotations
@@ -19,18 +21,22 @@ from r4b_deploy.errors import EnvironmentProblem
 from r4b_deploy.launch.args import vllm_serve_args
 from r4b_deploy.launch.base import Endpoint, Runtime, RuntimeStatus, StopResult
 from r4b_deploy.launch.health import probe_health
+from r4b_deploy.launch.log_files import follow_lines, tail_and_offset, tail_lines
 from r4b_deploy.launch.ports import check_port_free
 from r4b_deploy.launch.server_process import (
     STOP_TIMEOUT_S,
+    ServerRecord,
+    check_record,
     folder_lock,
-    follow_lines,
     read_record,
     record_alive,
+    refusal,
     start_vllm_process,
+    stop_checked,
     stop_recorded,
-    tail_and_offset,
-    tail_lines,
+    write_record,
 )
+from r4b_deploy.launch.server_registry import entry_path, register, registered, unregister
 
 if TYPE_CHECKING:
     from r4b_deploy.deployment import Deployment
@@ -92,10 +98,8 @@ class ProcessRuntime(Runtime):
         )
         pid_path = deployment_dir / PIDFILE_NAME
         with folder_lock(pid_path):  # two `up`s of one folder: the second finds the first's server
-            existing = read_record(pid_path)
-            if existing is not None and record_alive(existing):
+            if self._clear_previous(deployment_dir) is not None:
                 return endpoint
-            pid_path.unlink(missing_ok=True)
 
             host = PUBLIC_HOST if deployment.options.public else LOOPBACK_HOST
             port = deployment.options.host_port
@@ -110,32 +114,93 @@ class ProcessRuntime(Runtime):
                 port=port,
                 extra_args=deployment.options.extra_vllm_args,
             )
-            start_vllm_process(
+            record = start_vllm_process(
                 [str(vllm_bin), "serve", *args],
                 env={**process_env, **secrets},
                 log_path=deployment_dir / LOG_NAME,
                 pid_path=pid_path,
                 url=endpoint.url,
                 served_model_name=endpoint.served_model_name,
+                deployment_dir=deployment_dir,
             )
+            try:
+                register(deployment_dir, record)
+            except BaseException:
+                stop_recorded(pid_path, self.stop_timeout_s)  # never a server the registry does not know
+                raise
         return endpoint
 
+    def running_endpoint(self, deployment: Deployment, env: Mapping[str, str]) -> Endpoint | None:
+        """The endpoint of the folder's server when it is running (proven), which `start` would reuse."""
+        if not any(check_record(record).verdict == "ours" for record, _ in self._records(deployment.dir)):
+            return None
+        return Endpoint(
+            url=deployment.url, served_model_name=deployment.served_model_name, api_key_file=deployment.env_file
+        )
+
+    def _clear_previous(self, folder: Path) -> ServerRecord | None:
+        """Before a start: the folder's running server (proven), else None after stopping what a
+        crashed one left behind (its engine processes keep GPU memory) and dropping stale records.
+        A record whose process cannot be proven ours is refused: nothing is started or killed."""
+        for record, source in self._records(folder):
+            check = check_record(record)
+            if check.verdict == "ours":
+                write_record(folder / PIDFILE_NAME, record)  # the folder was deleted and rendered again
+                register(folder, record)
+                return record
+            if check.verdict == "unproven":
+                raise refusal(record, check, source)
+            if check.verdict == "leftovers":
+                result = stop_checked(record, check, source, self.stop_timeout_s)
+                if self.on_progress is not None:
+                    self.on_progress(f"stopped {', '.join(result.removed)}: left behind by a server that crashed")
+        (folder / PIDFILE_NAME).unlink(missing_ok=True)
+        unregister(folder)
+        return None
+
+    def _records(self, folder: Path) -> list[tuple[ServerRecord, Path]]:
+        """The folder's records and their files: the pidfile's, and the registry's when it differs
+        (the folder was deleted, or rendered again while its server ran)."""
+        found: list[tuple[ServerRecord, Path]] = []
+        pid_path = folder / PIDFILE_NAME
+        record = read_record(pid_path)
+        if record is not None:
+            found.append((record, pid_path))
+        entry = registered(folder)
+        if entry is not None and (record is None or (entry.pid, entry.start_ticks) != (record.pid, record.start_ticks)):
+            found.append((entry, entry_path(folder)))
+        return found
+
     def stop(self, deployment_dir: Path) -> StopResult:
-        return stop_recorded(folder_identity(deployment_dir) / PIDFILE_NAME, self.stop_timeout_s)
+        """Stop the folder's server (from its pidfile, or its registry entry if the folder is gone)
+        and what a crashed one left behind; refuses a record that cannot prove its process."""
+        folder = folder_identity(deployment_dir)
+        stopped, removed = False, []
+        for record, source in self._records(folder):
+            result = stop_checked(record, check_record(record), source, self.stop_timeout_s)
+            stopped, removed = stopped or result.stopped, removed + result.removed
+        (folder / PIDFILE_NAME).unlink(missing_ok=True)
+        unregister(folder)
+        return StopResult(runtime="process", stopped=stopped, removed=removed)
 
     def status(self, deployment_dir: Path) -> RuntimeStatus:
         deployment_dir = folder_identity(deployment_dir)
-        record = read_record(deployment_dir / PIDFILE_NAME)
-        if record is None:
+        records = self._records(deployment_dir)
+        if not records:
             return RuntimeStatus(runtime="process", state="absent", detail="no server.pid in the folder")
-        if not record_alive(record):
+        record = records[0][0]
+        check = check_record(record)
+        if check.verdict != "ours":
+            detail = f"process {record.pid} is gone; see {deployment_dir / LOG_NAME}"
+            if check.verdict != "gone":
+                detail = f"{check.found}; `r4b-deploy down` stops what it can prove is ours"
             return RuntimeStatus(
                 runtime="process",
                 state="exited",
                 healthy=False,
                 url=record.url,
                 started_at=record.started_at,
-                detail=f"process {record.pid} is gone; see {deployment_dir / LOG_NAME}",
+                detail=detail,
             )
         healthy = probe_health(record.url, timeout_s=STATUS_PROBE_TIMEOUT_S)
         return RuntimeStatus(
@@ -166,8 +231,7 @@ class ProcessRuntime(Runtime):
 
     def is_alive(self, deployment_dir: Path) -> bool:
         """For the health wait: is the folder's server process still there?"""
-        record = read_record(folder_identity(deployment_dir) / PIDFILE_NAME)
-        return record is not None and record_alive(record)
+        return any(record_alive(record) for record, _ in self._records(folder_identity(deployment_dir)))
 
     def save_failure_log(self, deployment_dir: Path) -> Path | None:
         """The server's log already lives in the folder and outlives `stop`: nothing to copy."""

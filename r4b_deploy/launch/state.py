@@ -79,12 +79,18 @@ def read_state(deployment_dir: Path) -> LaunchState | None:
 
 
 def resolve_runtime_name(deployment_dir: Path, override: str | None = None) -> RuntimeName:
-    """The runtime to use for a folder: what the user says, else what `up` recorded, else docker."""
+    """The runtime to use for a folder: what the user says, else what `up` recorded (for a deleted
+    folder: the process runtime if its registry knows the folder), else docker."""
     if override is not None:
         for name in RUNTIME_NAMES:
             if override == name:
                 return name
         raise UsageError(f"--runtime: {override!r} is not one of {', '.join(RUNTIME_NAMES)}")
+    if not folder_identity(deployment_dir).is_dir():
+        # Deleted by hand: a process server is in the user's registry; containers carry a label.
+        from r4b_deploy.launch.server_registry import registered
+
+        return "process" if registered(deployment_dir) is not None else DEFAULT_RUNTIME
     state = read_state(deployment_dir)
     return state.runtime if state is not None else DEFAULT_RUNTIME
 

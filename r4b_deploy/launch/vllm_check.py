@@ -99,7 +99,8 @@ def check_arguments(args: list[str]) -> dict:
             if not _needs_the_model(exc):
                 raise
             # Some releases look the model up on the Hub here: past the flags, and offline by design.
-            result.update(ok=True, stage="validate", skipped=f"engine arguments need the model files: {exc}"[:200])
+            skipped = f"engine arguments need the model files: {exc}"
+            result.update(ok=True, stage="validate", skipped=skipped[:ERROR_CHARS])
             return result
     except SystemExit as exc:  # argparse reports a rejected argument by exiting
         result["error"] = (captured.getvalue().strip() or f"parser exited with {exc.code}")[-ERROR_CHARS:]

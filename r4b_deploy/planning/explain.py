@@ -27,8 +27,10 @@ def tier_fits(ctx: Context, chosen: Choice) -> list[TierFit]:
             option, fits = None, False
             note = f"needs {tier.gpu_count} GPUs, has {hardware.count}"
         else:
-            option = chosen.candidate if is_chosen else candidate(ctx, tier, ctx.overrides)
-            fits = candidate(ctx, tier, ctx.overrides).fits
+            # `fits` judges the tier's own settings, even where the chosen plan is a reduced one.
+            own = candidate(ctx, tier, ctx.overrides)
+            option = chosen.candidate if is_chosen else own
+            fits = own.fits
             memory = option.memory
             holds = f"{memory.max_concurrency:g} full {count_text(option.settings.max_model_len)}-token sequences"
             if not meets:
@@ -98,7 +100,8 @@ def replica_advice(ctx: Context, chosen: Choice) -> ReplicaAdvice | None:
             plan_concurrency=plan_concurrency,
             plan_seq_slots=plan_slots,
             prefer_replicas=False,
-            summary=f"One {ctx.hardware.weakest.name} cannot hold R-4B on its own: tensor parallelism is needed here.",
+            summary=f"One {ctx.hardware.weakest.name} cannot hold {ctx.spec.name} on its own: "
+            "tensor parallelism is needed here.",
         )
     one = replica.candidate
     total_kv = gpu_count * one.memory.kv_tokens
@@ -170,13 +173,15 @@ def reasons(ctx: Context, chosen: Choice, tiers: list[TierFit], advice: ReplicaA
     out.append(f"Profile {tier.name}: {how}. {tier.description}")
     out += [f"Profile {t.name}: {t.note}." for t in tiers if not t.chosen]
     min_bf16 = ctx.spec.min_compute_capability_bf16
-    lowest = min((g.compute_capability for g in hardware.gpus), key=compute_capability_tuple)
+    lowest = ".".join(map(str, hardware.lowest_compute_capability))
     relation = "≥" if settings.dtype == "bfloat16" else "<"
     out.append(
         f"dtype {settings.dtype}: compute capability {lowest} {relation} {min_bf16} (bf16 needs Ampere or newer)."
     )
     default = arithmetic.vllm_default_batching(hardware.weakest, ctx.memory_model)
-    if tier.vllm.max_num_batched_tokens is not None:
+    if ctx.overrides.max_num_batched_tokens is not None:
+        source = "set with --max-num-batched-tokens"
+    elif tier.vllm.max_num_batched_tokens is not None:
         source = "set by the tier"
     elif settings.max_num_batched_tokens > default.max_num_batched_tokens:
         source = f"raised from vLLM's default {default.max_num_batched_tokens} to max_num_seqs (vLLM requires it)"
@@ -207,8 +212,9 @@ def reasons(ctx: Context, chosen: Choice, tiers: list[TierFit], advice: ReplicaA
     return out
 
 
-def warnings(ctx: Context, chosen: Choice, gpu_indices: list[int]) -> list[str]:
-    """What could still go wrong with this plan on this hardware."""
+def warnings(ctx: Context, chosen: Choice) -> list[str]:
+    """What could still go wrong with this plan on this hardware (a GPU too busy for vLLM to start
+    on is no warning: `refusals.select` refuses the plan)."""
     settings, tier = chosen.candidate.settings, chosen.candidate.tier
     hardware = ctx.hardware
     thresholds = ctx.memory_model.warnings
@@ -229,7 +235,7 @@ def warnings(ctx: Context, chosen: Choice, gpu_indices: list[int]) -> list[str]:
     if settings.dtype == "float16":
         out.append(
             f"float16, not bfloat16: compute capability below {ctx.spec.min_compute_capability_bf16} has no bf16; "
-            "R-4B was trained in bf16, so rare float16 overflows are possible."
+            f"{ctx.spec.name} was trained in bf16, so rare float16 overflows are possible."
         )
     if not hardware.meets_minimum(tier):
         out.append(
@@ -251,16 +257,16 @@ def warnings(ctx: Context, chosen: Choice, gpu_indices: list[int]) -> list[str]:
             f"Reduced: gpu_memory_utilization {settings.gpu_memory_utilization:g} instead of "
             f"{target.gpu_memory_utilization:g}; other processes on the GPU leave less room."
         )
-    image_tokens = settings.images_per_prompt * ctx.spec.vision.max_image_tokens
-    if settings.images_per_prompt and image_tokens >= settings.max_model_len:
+    vision = ctx.spec.vision
+    image_tokens = settings.images_per_prompt * vision.max_image_tokens if vision else 0
+    if vision and settings.images_per_prompt and image_tokens >= settings.max_model_len:
         out.append(
             f"{settings.images_per_prompt} worst-case image(s) ({count_text(image_tokens)} tokens) do not fit "
             f"max_model_len {count_text(settings.max_model_len)}: vLLM rejects such requests; smaller images cost "
-            f"fewer tokens (a one-tile image ≈ {count_text(ctx.spec.vision.one_tile_image_tokens)})."
+            f"fewer tokens (a one-tile image ≈ {count_text(vision.one_tile_image_tokens)})."
         )
     fp8_native = thresholds.fp8_kv_native_min_compute_capability
-    lowest_capability = min(g.compute_capability_tuple for g in hardware.gpus)
-    if settings.kv_cache_dtype == "fp8" and lowest_capability < compute_capability_tuple(fp8_native):
+    if settings.kv_cache_dtype == "fp8" and hardware.lowest_compute_capability < compute_capability_tuple(fp8_native):
         out.append(
             f"--kv-cache-dtype fp8 below compute capability {fp8_native} has no FP8 hardware: vLLM converts in "
             "software or picks another attention backend; check the startup log."
@@ -270,16 +276,6 @@ def warnings(ctx: Context, chosen: Choice, gpu_indices: list[int]) -> list[str]:
             f"gpu_memory_utilization {settings.gpu_memory_utilization:g} leaves little headroom for fragmentation "
             "and anything else on the GPU."
         )
-    by_index = {g.index: g for g in hardware.gpus}
-    for index in gpu_indices:
-        gpu = by_index[index]
-        budget = arithmetic.budget_bytes(gpu.memory_total_bytes, settings)
-        if gpu.memory_free_bytes is not None and gpu.memory_free_bytes < budget:
-            out.append(
-                f"GPU {gpu.index} has {gib_text(gpu.memory_free_bytes)} free, below the {gib_text(budget)} budget "
-                f"({settings.gpu_memory_utilization:g} × {gib_text(gpu.memory_total_bytes)}): vLLM refuses to start "
-                "while other processes hold that memory; stop them first."
-            )
     if (
         settings.tensor_parallel_size > 1
         and hardware.inventory.source == "nvml"
@@ -326,7 +322,7 @@ def upgrades(ctx: Context, chosen: Choice) -> list[str]:
             f"{targets.max_num_seqs} concurrent sequences: {higher.description}"
         )
     fp8_native = compute_capability_tuple(ctx.memory_model.warnings.fp8_kv_native_min_compute_capability)
-    if settings.kv_cache_dtype == "auto" and all(g.compute_capability_tuple >= fp8_native for g in hardware.gpus):
+    if settings.kv_cache_dtype == "auto" and hardware.lowest_compute_capability >= fp8_native:
         with_fp8 = ctx.with_override("kv_cache_dtype", "fp8")
         fp8 = candidate(with_fp8, tier, with_fp8.overrides, current.relief, max_model_len=settings.max_model_len)
         out.append(

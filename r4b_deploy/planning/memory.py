@@ -6,7 +6,8 @@
     KV tokens = whole 16-token blocks of (KV bytes per token) in the KV cache
 
 `breakdown` is the pure core: any model's numbers (`ModelNumbers`), one GPU's memory
-(`DeviceMemory`), the settings and one release's coefficients (profiles/memory.yaml). The
+(`DeviceMemory`), the settings and one release's coefficients (profiles/memory.yaml, read by
+`planning/coefficients.py`). The
 calibration tests feed it other models' numbers from real vLLM logs; `estimate` feeds it R-4B's.
 """
 
@@ -14,116 +15,22 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import lru_cache
-from pathlib import Path
 
-from pydantic import Field
-
-from r4b_deploy.datafile import StrictModel as _Strict
 from r4b_deploy.hardware.inventory import BYTES_PER_GIB, GPU
-from r4b_deploy.paths import profiles_dir
+from r4b_deploy.planning.coefficients import (
+    BatchingPair,
+    MemoryModel,
+    ReleaseCoefficients,
+    default_vllm_version,
+)
 from r4b_deploy.planning.plan import MemoryBreakdown, VllmSettings
 from r4b_deploy.spec import ModelSpec
 
-MEMORY_FILE_NAME = "memory.yaml"
 KV_TENSORS_PER_LAYER = 2  # one K and one V tensor per layer
 # How far a measured GPU's NVML total may sit from its catalog entry's and still be that card
 # (a T4: 15,360 MiB on recent drivers, 15,109 on older ones).
 SAME_CARD_DRIFT_BYTES = 256 * 1024**2
 _ROUNDING_STEPS = 4096  # bytes required_gpu_memory_bytes steps up past its closed-form answer
-
-
-class ReleaseCoefficients(_Strict):
-    """One vLLM release line's profiling behaviour (sources in profiles/memory.yaml)."""
-
-    forward_bytes_per_batched_token: int = Field(gt=0)
-    sampler_bytes_per_vocab_entry: int = Field(gt=0)
-    sampler_base_gib: float = Field(ge=0)
-    encoder_bytes_per_image_token: int = Field(gt=0)
-    non_torch_single_gpu_gib: float = Field(ge=0)
-    non_torch_tensor_parallel_gib: float = Field(ge=0)
-    cuda_graph_gib: float = Field(ge=0)
-    cuda_graphs_in_budget: bool
-
-
-class BatchingPair(_Strict):
-    max_num_batched_tokens: int = Field(gt=0)
-    max_num_seqs: int = Field(gt=0)
-
-
-class DefaultBatching(_Strict):
-    large_gpu_min_memory_gib: float = Field(gt=0)
-    large_gpu_excluded_names: list[str] = Field(default_factory=list)
-    large: BatchingPair
-    default: BatchingPair
-
-
-class ReliefStep(_Strict):
-    enforce_eager: bool | None = None
-    gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1)
-
-
-class ReducedPlan(_Strict):
-    min_max_model_len: int = Field(gt=0)
-    relief_steps: list[ReliefStep] = Field(default_factory=list)
-
-
-class WarningThresholds(_Strict):
-    high_gpu_memory_utilization: float = Field(gt=0, le=1)
-    fp8_kv_native_min_compute_capability: str = Field(pattern=r"^\d+\.\d+$")
-
-
-class MemoryModel(_Strict):
-    """profiles/memory.yaml: the estimation coefficients (data, not literals in code)."""
-
-    kv_block_size_tokens: int = Field(gt=0)
-    cuda_context_gib: float = Field(ge=0)
-    cuda_context_tensor_parallel_gib: float = Field(ge=0)
-    cuda_total_margin_gib: float = Field(ge=0)
-    releases: dict[str, ReleaseCoefficients] = Field(min_length=1)
-    default_batching: DefaultBatching
-    reduced_plan: ReducedPlan
-    warnings: WarningThresholds
-
-    def release_key(self, vllm_version: str) -> str:
-        """The newest entry at or below `vllm_version` ("0.33.1" -> "0.21.0"); older than all: the oldest."""
-        wanted = version_tuple(vllm_version)
-        keys = sorted(self.releases, key=version_tuple)
-        at_or_below = [k for k in keys if version_tuple(k) <= wanted]
-        return at_or_below[-1] if at_or_below else keys[0]
-
-    def release(self, vllm_version: str | None = None) -> ReleaseCoefficients:
-        return self.releases[self.release_key(vllm_version or default_vllm_version())]
-
-
-def version_tuple(version: str) -> tuple[int, ...]:
-    """ "0.33.1" -> (0, 33, 1); a suffix ("0.11.0rc1", "+cu128") is ignored."""
-    parts = []
-    for part in version.split("+")[0].split("."):
-        digits = "".join(ch for ch in part if ch.isdigit()) if part[:1].isdigit() else ""
-        if not digits:
-            break
-        parts.append(int(digits))
-    return tuple(parts)
-
-
-def default_vllm_version() -> str:
-    """The vLLM the toolkit installs on GPU hosts (profiles/vllm.yaml), until a plan names its own."""
-    from r4b_deploy.pins import gpu_pins
-
-    return gpu_pins().vllm_version
-
-
-def load_memory_model_file(path: Path) -> MemoryModel:
-    from r4b_deploy.datafile import load_data_file
-
-    return load_data_file(MemoryModel, path, "the memory model")
-
-
-@lru_cache(maxsize=1)
-def memory_model() -> MemoryModel:
-    """The packaged coefficients, read once."""
-    return load_memory_model_file(profiles_dir() / MEMORY_FILE_NAME)
 
 
 def gib_to_bytes(gib: float) -> int:
@@ -163,10 +70,11 @@ def model_numbers(spec: ModelSpec, settings: VllmSettings) -> ModelNumbers:
         num_key_value_heads=lm.num_key_value_heads,
         head_dim=lm.head_dim,
         vocab_size=lm.vocab_size,
-        hidden_size=lm.hidden_size,
+        # The encoder's output per image token: the LM's width (Qwen3-VL's deepstack levels widen it).
+        hidden_size=lm.hidden_size * (spec.vision.output_width_factor if spec.vision else 1),
         weights_bytes=spec.parameters * spec.weight_bytes_per_param[settings.dtype],
         kv_bytes_per_element=spec.kv_cache_bytes_per_element[settings.kv_cache_dtype],
-        profiled_image_tokens=spec.vision.profiled_image_tokens if settings.images_per_prompt > 0 else 0,
+        profiled_image_tokens=spec.vision.profiled_image_tokens if spec.vision and settings.images_per_prompt else 0,
         activation_bytes_per_element=spec.weight_bytes_per_param[settings.dtype],
     )
 
@@ -202,7 +110,12 @@ def vllm_default_batching(gpu: GPU, coefficients: MemoryModel) -> BatchingPair:
 
 
 def weights_bytes(spec: ModelSpec, settings: VllmSettings) -> int:
-    return math.ceil(spec.parameters * spec.weight_bytes_per_param[settings.dtype] / settings.tensor_parallel_size)
+    return _weights_per_gpu(model_numbers(spec, settings), settings)
+
+
+def _weights_per_gpu(numbers: ModelNumbers, settings: VllmSettings) -> int:
+    """Tensor parallelism splits the weights evenly; a rank rounds its share up."""
+    return math.ceil(numbers.weights_bytes / settings.tensor_parallel_size)
 
 
 def kv_bytes_per_token(spec: ModelSpec, settings: VllmSettings) -> int:
@@ -287,8 +200,7 @@ def breakdown(
     release_key: str | None = None,
 ) -> MemoryBreakdown:
     """The per-GPU breakdown, pure; kv_cache_bytes is negative when the rest does not even fit."""
-    tp = settings.tensor_parallel_size
-    weights = math.ceil(numbers.weights_bytes / tp)
+    weights = _weights_per_gpu(numbers, settings)
     peak = lm_peak_bytes(numbers, settings, release)
     vision = encoder_extra_bytes(numbers, peak, release)
     non_torch = non_torch_bytes(settings, release)
@@ -344,6 +256,12 @@ def starts(memory: MemoryBreakdown) -> bool:
     return memory.budget_bytes + memory.cuda_graph_headroom_bytes <= memory.start_free_bytes
 
 
+def free_needed_bytes(memory: MemoryBreakdown, settings: VllmSettings, coefficients: MemoryModel) -> int:
+    """The NVML free memory `starts` asks of a GPU: the CUDA context (and NCCL with TP) taken before
+    vLLM's snapshot, then the budget and any graphs captured above it."""
+    return memory.budget_bytes + memory.cuda_graph_headroom_bytes + cuda_context_bytes(settings, coefficients)
+
+
 def fits(memory: MemoryBreakdown, settings: VllmSettings) -> bool:
     """vLLM starts only if the budget is free and one full max_model_len sequence fits the KV cache."""
     return starts(memory) and memory.kv_cache_bytes > 0 and memory.kv_tokens >= settings.max_model_len
@@ -375,6 +293,30 @@ def min_max_model_len(spec: ModelSpec, coefficients: MemoryModel, images_per_pro
     """The least context a request can use: one KV block (vLLM allocates in blocks) for text, and
     with images (None: the tier's, and every tier takes some) one one-tile image's prompt as well."""
     block = coefficients.kv_block_size_tokens
-    if images_per_prompt == 0:
+    if images_per_prompt == 0 or spec.vision is None:
         return block
     return spec.vision.one_tile_image_tokens + block
+
+
+def cpu_breakdown(
+    numbers: ModelNumbers, kv_space_bytes: int, settings: VllmSettings, block_tokens: int
+) -> MemoryBreakdown:
+    """vLLM's CPU build: the KV cache is exactly VLLM_CPU_KVCACHE_SPACE (cpu_worker.py,
+    determine_available_memory: no budget, no profiling), in whole blocks of the CPU block size.
+    KV tokens as vLLM 0.32 reports them: full-length requests that fit x max_model_len."""
+    per_token = _kv_bytes_per_token(numbers, settings)
+    blocks = kv_space_bytes // (block_tokens * per_token)
+    concurrency = blocks / math.ceil(settings.max_model_len / block_tokens)
+    return MemoryBreakdown(
+        gpu_memory_bytes=0,
+        budget_bytes=0,
+        weights_bytes=0,
+        activation_bytes=0,
+        vision_encoder_bytes=0,
+        non_torch_bytes=0,
+        cuda_graph_bytes=0,
+        kv_cache_bytes=kv_space_bytes,
+        kv_bytes_per_token=per_token,
+        kv_tokens=int(concurrency * settings.max_model_len),
+        max_concurrency=round(concurrency, 2),
+    )

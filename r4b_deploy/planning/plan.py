@@ -34,6 +34,11 @@ class PlanRequest(BaseModel):
     kv_cache_dtype: Literal["auto", "fp8"] | None = None
     images_per_prompt: int | None = Field(default=None, ge=0)
     rehearsal: bool = False  # plan the CPU rehearsal (tiny model on vLLM's CPU build) instead
+    # The model: None R-4B (profiles/model.yaml); a name in profiles/models, a known Hugging Face id,
+    # or a folder holding config.json and safetensors weights (r4b_deploy.spec.resolve_model).
+    model: str | None = Field(default=None, min_length=1)
+    max_num_batched_tokens: int | None = Field(default=None, gt=0)
+    tensor_parallel_size: int | None = Field(default=None, gt=0)  # every tier on this many GPUs
     vllm_version: str | None = None  # one of profiles/vllm.yaml gpu.releases; None: the newest the driver runs
     # The model's Hugging Face revision (branch, tag or commit); None: the default branch.
     revision: str | None = None
@@ -69,6 +74,7 @@ class VllmSettings(BaseModel):
     dtype: Literal["bfloat16", "float16", "auto"]  # "auto" only for the CPU rehearsal
     kv_cache_dtype: Literal["auto", "fp8"] = "auto"
     images_per_prompt: int = Field(ge=0)  # worst-case images per request: vLLM profiles (and reserves) for them
+    multimodal: bool = True  # False: a text-only model, to which vLLM refuses --limit-mm-per-prompt
     reasoning_parser: str | None = None
     enforce_eager: bool = False  # CUDA graphs off: a reduced plan's memory relief, and the CPU rehearsal
     revision: str | None = None  # the model's Hugging Face revision (`--revision`); None: the default branch
@@ -143,6 +149,11 @@ class Plan(BaseModel):
 
     schema_version: int = 2  # 2: `vllm` holds settings only; the arguments are made at launch
     model_id: str
+    # The model as messages name it ("R-4B"), its architecture, and its R-4B-style thinking modes
+    # (smoke and bench send them; [] none). None: a plan written before these fields (R-4B).
+    model_name: str | None = None
+    model_architecture: str | None = None
+    thinking_modes: list[str] | None = None
     profile: str
     profile_description: str = ""
     rehearsal: bool = False

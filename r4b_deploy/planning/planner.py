@@ -1,5 +1,9 @@
 """The planner: inventory + model spec + tiers + memory model -> one frozen Plan.
 
+The model is R-4B (profiles/model.yaml) unless the request names another (`--model`: a spec in
+profiles/models, or a folder read by `r4b_deploy.model_files`); the tiers, written for R-4B,
+are fitted to it (its context, whether it takes images, which tensor-parallel sizes divide its heads).
+
 Selection: the highest tier (light < medium < heavy < tp8) whose documented minimum the GPUs
 meet and whose settings the memory arithmetic holds. Below every minimum, the lowest tier that
 still serves, with its context shrunk and memory relieved step by step (a "reduced" plan).
@@ -16,29 +20,39 @@ from r4b_deploy.errors import UsageError
 from r4b_deploy.hardware.inventory import Inventory
 from r4b_deploy.hardware.resolve import resolve_inventory
 from r4b_deploy.planning import explain
-from r4b_deploy.planning.memory import memory_model, min_max_model_len
+from r4b_deploy.planning.coefficients import memory_model
+from r4b_deploy.planning.memory import min_max_model_len
 from r4b_deploy.planning.plan import Plan, PlanRequest
-from r4b_deploy.planning.profiles import REHEARSAL_TIER_NAME, load_tiers
+from r4b_deploy.planning.profiles import REHEARSAL_TIER_NAME, TierProfile, load_tiers
 from r4b_deploy.planning.refusals import select
 from r4b_deploy.planning.search import Context, Overrides, planned_hardware
-from r4b_deploy.spec import model_spec
+from r4b_deploy.spec import ModelSpec, model_spec, resolve_model
 
 
 def make_plan(req: PlanRequest, inventory: Inventory | None = None) -> Plan:
-    """Plan R-4B on `inventory` (default: the one `req` names, else the GPUs NVML measures)."""
+    """Plan the model `req` names (default R-4B) on `inventory` (default: the one `req` names,
+    else the GPUs NVML measures)."""
     rehearsal = req.rehearsal or req.profile == REHEARSAL_TIER_NAME
-    _check_context_bounds(req, rehearsal)
     if rehearsal:
+        _check_context_bounds(req, rehearsal, model_spec())
         from r4b_deploy.planning.rehearsal import rehearsal_plan
 
         return _with_cpu_release(rehearsal_plan(req), req)
+    spec = resolve_model(req.model)
+    if req.revision is not None and spec.model_id.startswith("/"):
+        raise UsageError(
+            f"--revision {req.revision}: the model is the folder {spec.model_id}, served as it is",
+            fix="drop --revision, or check the revision out into the folder",
+        )
+    _check_context_bounds(req, rehearsal, spec)
     if inventory is None:
         inventory = resolve_inventory(gpu=req.gpu, inventory_file=req.inventory_file)
     from r4b_deploy.pins import choose_gpu_pins
 
     # The release first: it decides the memory coefficients (profiles/memory.yaml) the search uses.
     choice = choose_gpu_pins(inventory.driver_version, req.vllm_version)
-    plan = _gpu_plan(req, inventory, choice.pins.vllm_version)
+    _check_release(spec, choice.pins.vllm_version)
+    plan = _gpu_plan(req, inventory, choice.pins.vllm_version, spec)
     return plan.model_copy(
         update={
             "vllm_version": choice.pins.vllm_version,
@@ -51,10 +65,17 @@ def make_plan(req: PlanRequest, inventory: Inventory | None = None) -> Plan:
 
 def _with_cpu_release(plan: Plan, req: PlanRequest) -> Plan:
     """The rehearsal installs vLLM's CPU build (profiles/vllm.yaml rehearsal) and serves a tiny model
-    built into the image: --vllm-version and --revision do not apply to it."""
+    built into the image: --vllm-version, --revision and --model do not apply to it."""
     from r4b_deploy.pins import gpu_versions, rehearsal_profile
 
-    for flag, value in (("--vllm-version", req.vllm_version), ("--revision", req.revision)):
+    given = (
+        ("--vllm-version", req.vllm_version),
+        ("--revision", req.revision),
+        ("--model", req.model),
+        ("--tensor-parallel-size", req.tensor_parallel_size),
+        ("--max-num-batched-tokens", req.max_num_batched_tokens),
+    )
+    for flag, value in given:
         if value is not None:
             raise UsageError(
                 f"{flag} applies to GPU images; the CPU rehearsal installs vLLM's CPU build and serves a "
@@ -71,16 +92,29 @@ def _with_cpu_release(plan: Plan, req: PlanRequest) -> Plan:
     return plan.model_copy(update={"vllm_version": cpu.vllm_version, "reasons": [*plan.reasons, reason]})
 
 
-def _check_context_bounds(req: PlanRequest, rehearsal: bool) -> None:
+def _check_context_bounds(req: PlanRequest, rehearsal: bool, spec: ModelSpec) -> None:
     """Values no context can serve are the user's to correct (exit 4), before any arithmetic."""
-    spec = model_spec()
-    most_images = spec.language_model.max_position_embeddings // spec.vision.one_tile_image_tokens
-    if req.images_per_prompt is not None and req.images_per_prompt > most_images:
+    if spec.vision is None and req.images_per_prompt:
         raise UsageError(
-            f"--images-per-prompt {req.images_per_prompt}: at most {most_images} (one-tile images of "
-            f"{spec.vision.one_tile_image_tokens:,} tokens each fill R-4B's "
-            f"{spec.language_model.max_position_embeddings:,}-token context)",
-            fix=f"use --images-per-prompt {most_images} or fewer",
+            f"--images-per-prompt {req.images_per_prompt}: {spec.name} is a text-only model",
+            fix="drop --images-per-prompt (or give 0)",
+        )
+    if spec.vision is not None:
+        one_tile = spec.vision.one_tile_image_tokens
+        most_images = spec.language_model.max_position_embeddings // one_tile
+        if req.images_per_prompt is not None and req.images_per_prompt > most_images:
+            raise UsageError(
+                f"--images-per-prompt {req.images_per_prompt}: at most {most_images} (one-tile images of "
+                f"{one_tile:,} tokens each fill {spec.name}'s "
+                f"{spec.language_model.max_position_embeddings:,}-token context)",
+                fix=f"use --images-per-prompt {most_images} or fewer",
+            )
+    batched, seqs = req.max_num_batched_tokens, req.max_num_seqs
+    if batched is not None and seqs is not None and seqs > batched:
+        raise UsageError(
+            f"--max-num-seqs {seqs} exceeds --max-num-batched-tokens {batched}: vLLM refuses more sequences "
+            "than tokens per step",
+            fix=f"use --max-num-batched-tokens {seqs} or more, or --max-num-seqs {batched} or fewer",
         )
     if req.max_model_len is None:
         return
@@ -99,20 +133,60 @@ def _check_context_bounds(req: PlanRequest, rehearsal: bool) -> None:
     raise UsageError(f"--max-model-len {req.max_model_len}: a request needs at least {floor:,} tokens ({why})", fix=fix)
 
 
-def _gpu_plan(req: PlanRequest, inventory: Inventory, vllm_version: str) -> Plan:
-    spec = model_spec()
+def _check_release(spec: ModelSpec, vllm_version: str) -> None:
+    from r4b_deploy.pins import version_tuple
+
+    if version_tuple(vllm_version) < version_tuple(spec.min_vllm_version):
+        raise UsageError(
+            f"{spec.name} needs vLLM {spec.min_vllm_version} or later; the plan's release is {vllm_version}",
+            fix="pick a newer release with --vllm-version (profiles/vllm.yaml gpu.releases), or update the driver",
+        )
+
+
+def model_tiers(tiers: tuple[TierProfile, ...], spec: ModelSpec, tensor_parallel_size: int | None) -> tuple:
+    """The tiers fitted to `spec`: its context bounds theirs, a text-only model takes no images,
+    the images that leave no room for text are dropped, and a tensor-parallel size that does not
+    divide its heads leaves the tier out. `tensor_parallel_size` puts every single-GPU tier on that
+    many GPUs and keeps a tensor-parallel tier only at its own size (tp8 is 8)."""
+    lm = spec.language_model
+    out = []
+    for tier in tiers:
+        if tensor_parallel_size and tier.tensor_parallel_size not in (1, tensor_parallel_size):
+            continue
+        tp = tensor_parallel_size or tier.tensor_parallel_size
+        kv_split = lm.num_key_value_heads % tp == 0 or tp % lm.num_key_value_heads == 0  # else vLLM refuses
+        if lm.num_attention_heads % tp or not kv_split:
+            continue
+        targets = tier.vllm
+        length = min(targets.max_model_len, lm.max_position_embeddings)
+        images = targets.images_per_prompt if spec.vision is not None else 0
+        while images and spec.vision is not None and images * spec.vision.max_image_tokens >= length:
+            images -= 1
+        vllm = targets.model_copy(update={"max_model_len": length, "images_per_prompt": images})
+        gpus = {"tensor_parallel_size": tp, "gpu_count": tp} if tensor_parallel_size else {}
+        out.append(tier.model_copy(update={"vllm": vllm, **gpus}))
+    if not out:
+        raise UsageError(
+            f"no tier fits {spec.name}'s {lm.num_attention_heads} attention and {lm.num_key_value_heads} KV heads "
+            f"at tensor parallelism {tensor_parallel_size}",
+            fix="use a --tensor-parallel-size that divides them",
+        )
+    return tuple(out)
+
+
+def _gpu_plan(req: PlanRequest, inventory: Inventory, vllm_version: str, spec: ModelSpec) -> Plan:
     limit = spec.language_model.max_position_embeddings
     ctx = Context(
         spec=spec,
         memory_model=memory_model(),
-        tiers=load_tiers(),
+        tiers=model_tiers(load_tiers(), spec, req.tensor_parallel_size),
         hardware=planned_hardware(inventory, spec),
         overrides=Overrides.from_request(req),
         vllm_version=vllm_version,
     )
     if req.max_model_len is not None and req.max_model_len > limit:
         raise UsageError(
-            f"--max-model-len {req.max_model_len} exceeds R-4B's max_position_embeddings {limit}",
+            f"--max-model-len {req.max_model_len} exceeds {spec.name}'s max_position_embeddings {limit}",
             fix=f"use --max-model-len {limit} or less",
         )
     chosen = select(ctx, req.profile)
@@ -122,6 +196,9 @@ def _gpu_plan(req: PlanRequest, inventory: Inventory, vllm_version: str) -> Plan
     advice = explain.replica_advice(ctx, chosen)
     return Plan(
         model_id=spec.model_id,
+        model_name=spec.name,
+        model_architecture=spec.architecture,
+        thinking_modes=spec.thinking_modes,
         profile=tier.name,
         profile_description=tier.description,
         inventory_source=inventory.source,
@@ -130,11 +207,31 @@ def _gpu_plan(req: PlanRequest, inventory: Inventory, vllm_version: str) -> Plan
         gpus=list(ctx.hardware.gpus),
         vllm=chosen.candidate.settings,
         memory=chosen.candidate.memory,
-        reasons=explain.reasons(ctx, chosen, tiers, advice),
-        warnings=explain.warnings(ctx, chosen, gpu_indices),
+        reasons=[*explain.reasons(ctx, chosen, tiers, advice), _model_reason(spec, req.model)],
+        warnings=explain.warnings(ctx, chosen),
         upgrades=explain.upgrades(ctx, chosen),
         reduced=chosen.reduced,
         gpu_indices=gpu_indices,
         tiers=tiers,
         replicas=advice,
+    )
+
+
+def _model_reason(spec: ModelSpec, asked: str | None) -> str:
+    """Where the model's numbers came from, and what its deployment gets (parser, remote code, modes)."""
+    if asked is None:
+        source = "profiles/model.yaml (the default)"
+    elif spec.model_id.startswith("/"):
+        source = f"the folder's config.json and weights ({spec.model_id})"
+    else:
+        source = "its spec in profiles/models"
+    lm = spec.language_model
+    parser = f"--reasoning-parser {spec.reasoning_parser}" if spec.reasoning_parser else "no reasoning parser"
+    modes = f"thinking modes {', '.join(spec.thinking_modes)}" if spec.thinking_modes else "no thinking modes"
+    images = "text only" if spec.vision is None else f"{spec.vision.profiled_image_tokens:,}-token profiled image"
+    return (
+        f"Model {spec.name} ({spec.architecture}: {spec.parameters / 1e9:.2f} B parameters, {lm.num_hidden_layers} "
+        f"layers, {lm.num_key_value_heads} KV heads × {lm.head_dim}, {lm.max_position_embeddings:,}-token context, "
+        f"{images}) from {source}; {parser}, {modes}"
+        f"{', --trust-remote-code' if spec.trust_remote_code else ''}."
     )

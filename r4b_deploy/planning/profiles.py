@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from r4b_deploy.datafile import StrictModel as _Strict
+from r4b_deploy.datafile import load_data_file
 from r4b_deploy.errors import ConfigError
 from r4b_deploy.paths import profiles_dir
 from r4b_deploy.spec import ModelSpec, model_spec
@@ -60,8 +61,6 @@ class RehearsalTier(_Strict):
 
 
 def _load(model: type[_Strict], path: Path) -> Any:
-    from r4b_deploy.datafile import load_data_file
-
     return load_data_file(model, path, "the tier profile", fix=_TIER_FIX)
 
 

@@ -7,10 +7,12 @@ which one applies when the search finds nothing.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 from r4b_deploy.errors import InfeasibleError, UsageError
+from r4b_deploy.hardware.inventory import GPU
 from r4b_deploy.planning import memory as arithmetic
-from r4b_deploy.planning.plan import VllmSettings
+from r4b_deploy.planning.plan import MemoryBreakdown, VllmSettings
 from r4b_deploy.planning.profiles import REHEARSAL_TIER_NAME, TierProfile
 from r4b_deploy.planning.search import OPTION_FLAGS, Choice, Context, best_choice, candidate, try_select
 from r4b_deploy.planning.text import count_text, gb_text, gib_text
@@ -33,9 +35,18 @@ def select(ctx: Context, profile: str | None) -> Choice:
             )
     choice = try_select(ctx, tier)
     if choice is not None:
+        busy = busy_gpus(ctx, choice)
+        if busy:
+            raise refuse_busy(ctx, tier, choice, busy)
         return choice
     if tier is not None and ctx.hardware.count < tier.gpu_count:
         raise refuse_tier(ctx, tier)
+    if any(g.memory_free_bytes is not None for g in ctx.hardware.gpus):
+        # Would idle GPUs hold it? Then other processes are what stands in the way, not the GPU's size.
+        idle = try_select(_idle(ctx), tier)
+        busy = busy_gpus(ctx, idle) if idle is not None else []
+        if idle is not None and busy:
+            raise refuse_busy(ctx, tier, idle, busy)
     if ctx.overrides.given():
         base = try_select(ctx.without_overrides(), tier)
         if base is not None:
@@ -45,12 +56,90 @@ def select(ctx: Context, profile: str | None) -> Choice:
     raise refuse_hardware(ctx)
 
 
+def used_gpus(ctx: Context, tier: TierProfile) -> tuple[GPU, ...]:
+    """The GPUs a plan for `tier` runs on (the first by index), and the one the search plans for."""
+    used = ctx.hardware.gpus[: tier.gpu_count]
+    return used if ctx.hardware.weakest in used else (*used, ctx.hardware.weakest)
+
+
+def busy_gpus(ctx: Context, choice: Choice) -> list[tuple[GPU, MemoryBreakdown]]:
+    """The GPUs of `choice` on which vLLM would refuse to start: too little free beside other processes."""
+    settings = choice.candidate.settings
+    out = []
+    for gpu in used_gpus(ctx, choice.candidate.tier):
+        memory = arithmetic.estimate(gpu, ctx.spec, settings, ctx.memory_model, ctx.vllm_version)
+        if not arithmetic.starts(memory):
+            out.append((gpu, memory))
+    return out
+
+
+def serving_choice(ctx: Context, tier: TierProfile | None) -> Choice | None:
+    """The search's choice, kept only if vLLM starts on every GPU it uses: the one rule of a plan."""
+    choice = try_select(ctx, tier)
+    return choice if choice is not None and not busy_gpus(ctx, choice) else None
+
+
+def _idle(ctx: Context) -> Context:
+    """The same GPUs with nothing else on them (NVML's free memory dropped)."""
+    hardware = ctx.hardware
+    gpus = tuple(g.model_copy(update={"memory_free_bytes": None}) for g in hardware.gpus)
+    weakest = hardware.weakest.model_copy(update={"memory_free_bytes": None})
+    return replace(ctx, hardware=replace(hardware, gpus=gpus, weakest=weakest))
+
+
+def lower_utilization(ctx: Context, tier: TierProfile | None, above: float) -> float | None:
+    """The largest --gpu-memory-utilization below `above` (in hundredths) with which a plan serves."""
+    step = math.ceil(round(above / _UTILIZATION_STEP, 6)) - 1
+    while step > 0:
+        value = round(step * _UTILIZATION_STEP, 2)
+        if serving_choice(ctx.with_override("gpu_memory_utilization", value), tier) is not None:
+            return value
+        step -= 1
+    return None
+
+
+def free_text(ctx: Context, gpu: GPU, memory: MemoryBreakdown, settings: VllmSettings) -> str:
+    """What vLLM asks to be free on `gpu` at start-up, term by term, against what is."""
+    need = arithmetic.free_needed_bytes(memory, settings, ctx.memory_model)
+    context = arithmetic.cuda_context_bytes(settings, ctx.memory_model)
+    graphs = f" + {gb_text(memory.cuda_graph_headroom_bytes)} CUDA graphs" if memory.cuda_graph_headroom_bytes else ""
+    return (
+        f"vLLM needs {gb_text(need)} free at start-up on GPU {gpu.index} ({gpu.name}: "
+        f"{settings.gpu_memory_utilization:g} × {gb_text(memory.gpu_memory_bytes)} CUDA reports + "
+        f"{gb_text(context)} CUDA context{graphs}), it has {gb_text(_free_bytes(gpu, memory))} free"
+    )
+
+
+def _free_bytes(gpu: GPU, memory: MemoryBreakdown) -> int:
+    return gpu.memory_free_bytes if gpu.memory_free_bytes is not None else memory.gpu_memory_bytes
+
+
+def refuse_busy(
+    ctx: Context, forced: TierProfile | None, choice: Choice, busy: list[tuple[GPU, MemoryBreakdown]]
+) -> InfeasibleError:
+    """Other processes hold memory the plan needs: the GPUs are big enough, the fix is to free them."""
+    settings, tier = choice.candidate.settings, choice.candidate.tier
+    shortfalls = []
+    for gpu, memory in busy:
+        need = arithmetic.free_needed_bytes(memory, settings, ctx.memory_model)
+        shortfalls.append(f"{gb_text(max(0, need - _free_bytes(gpu, memory)))} on GPU {gpu.index}")
+    lower = lower_utilization(ctx, forced, settings.gpu_memory_utilization)
+    fix = f"free {', '.join(shortfalls)} (stop the processes nvidia-smi lists there)"
+    fix += f", or lower --gpu-memory-utilization to {lower:g}" if lower is not None else ""
+    return InfeasibleError(
+        f"profile {tier.name} cannot start on {ctx.hardware.label()}: "
+        + "; ".join(free_text(ctx, gpu, memory, settings) for gpu, memory in busy)
+        + ": other processes hold the rest",
+        fix=fix,
+    )
+
+
 def nearest_value(ctx: Context, tier: TierProfile | None, name: str) -> object | None:
     """The value of one overridden option nearest to the user's with which a plan exists, the others kept."""
     requested = getattr(ctx.overrides, name)
 
     def has_plan(value: object) -> bool:
-        return try_select(ctx.with_override(name, value), tier) is not None
+        return serving_choice(ctx.with_override(name, value), tier) is not None
 
     def largest_below(high: int, low: int) -> int | None:
         best = None
@@ -65,20 +154,14 @@ def nearest_value(ctx: Context, tier: TierProfile | None, name: str) -> object |
     if name == "max_model_len":
         floor = arithmetic.min_max_model_len(ctx.spec, ctx.memory_model, ctx.overrides.images_per_prompt)
         return largest_below(requested - 1, floor)
-    if name == "max_num_seqs":
+    if name in ("max_num_seqs", "max_num_batched_tokens"):
         return largest_below(requested - 1, 1)
     if name == "images_per_prompt":
         return largest_below(requested - 1, 0)
     if name == "gpu_memory_utilization":
         if not arithmetic.starts(candidate(ctx, base_tier(ctx, tier), ctx.overrides).memory):
             # Too much to be free at start-up: the nearest fit lies below.
-            step = math.ceil(round(requested / _UTILIZATION_STEP, 6)) - 1
-            while step > 0:
-                value = round(step * _UTILIZATION_STEP, 2)
-                if has_plan(value):
-                    return value
-                step -= 1
-            return None
+            return lower_utilization(ctx, tier, requested)
         step = math.floor(round(requested / _UTILIZATION_STEP, 6)) + 1
         while step * _UTILIZATION_STEP <= 1 + 1e-9:
             value = round(step * _UTILIZATION_STEP, 2)
@@ -96,12 +179,7 @@ def shortfall_text(ctx: Context, settings: VllmSettings) -> str:
     memory = arithmetic.estimate(weakest, ctx.spec, settings, ctx.memory_model, ctx.vllm_version)
     if weakest.memory_free_bytes is not None and not arithmetic.starts(memory):
         # A measured GPU in use: vLLM refuses unless utilization x total is free at start-up.
-        need_free = memory.budget_bytes + memory.cuda_graph_headroom_bytes
-        return (
-            f"vLLM needs {gb_text(need_free)} free at start-up ({settings.gpu_memory_utilization:g} × "
-            f"{gb_text(memory.gpu_memory_bytes)}), {weakest.name} {weakest.index} has "
-            f"{gb_text(weakest.memory_free_bytes)} free: stop what holds the rest"
-        )
+        return f"{free_text(ctx, weakest, memory, settings)}: stop what holds the rest"
     need = arithmetic.required_gpu_memory_bytes(ctx.spec, settings, ctx.memory_model, ctx.vllm_version)
     have = weakest.memory_total_bytes
     return f"needs {gb_text(need)} per GPU, {weakest.name} has {gb_text(have)}: short by {gb_text(max(0, need - have))}"
@@ -196,5 +274,6 @@ def refuse_hardware(ctx: Context) -> InfeasibleError:
             f", or {multi[0].gpu_count} GPUs of at least {multi[0].min_memory_gb_per_gpu:g} GB for {multi[0].name}"
         )
     return InfeasibleError(
-        f"R-4B cannot be served on {ctx.hardware.label()}: {smallest[1]}", fix=f"use {alternatives}; {GPUS_LIST_HINT}"
+        f"{ctx.spec.name} cannot be served on {ctx.hardware.label()}: {smallest[1]}",
+        fix=f"use {alternatives}; {GPUS_LIST_HINT}",
     )

@@ -1,16 +1,24 @@
-"""The CPU rehearsal's plan: the tiny model, the flags verified on vLLM's CPU build, no GPU."""
+"""The CPU rehearsal's plan: the tiny model, the flags verified on vLLM's CPU build, no GPU.
+
+Its KV cache goes through the planner's arithmetic too (`memory.cpu_breakdown`): the CPU build's KV
+space is VLLM_CPU_KVCACHE_SPACE, so the plan predicts the KV tokens vLLM will log, and `up` checks
+the prediction against the real CPU log as it does on a GPU.
+"""
 
 from __future__ import annotations
 
 from r4b_deploy.errors import UsageError
 from r4b_deploy.pins import rehearsal_profile
+from r4b_deploy.planning.memory import ModelNumbers, cpu_breakdown, gib_to_bytes
 from r4b_deploy.planning.plan import MemoryBreakdown, Plan, PlanRequest, VllmSettings
 from r4b_deploy.planning.profiles import REHEARSAL_TIER_NAME, load_rehearsal_tier
-from r4b_deploy.spec import model_spec
+from r4b_deploy.spec import ModelSpec, model_spec
+
+KV_SPACE_VAR = "VLLM_CPU_KVCACHE_SPACE"  # GiB; vLLM's CPU build reads it as an integer (platforms/cpu.py)
 
 
 def rehearsal_plan(req: PlanRequest) -> Plan:
-    """Refuses the options that only mean something on a GPU; the memory breakdown stays zero."""
+    """Refuses the options that only mean something on a GPU; the memory breakdown has the KV terms only."""
     gpu_only = {
         "--gpu": req.gpu,
         "--inventory": req.inventory_file,
@@ -43,11 +51,11 @@ def rehearsal_plan(req: PlanRequest) -> Plan:
         gpu_memory_utilization=0.0,  # no GPU: the KV cache is VLLM_CPU_KVCACHE_SPACE
         kv_cache_dtype="auto",
         images_per_prompt=req.images_per_prompt if req.images_per_prompt is not None else tier.images_per_prompt,
-        reasoning_parser=spec.thinking.reasoning_parser,
+        reasoning_parser=spec.reasoning_parser,
         enforce_eager=tier.enforce_eager,
     )
-    kv_space = cpu.env.get("VLLM_CPU_KVCACHE_SPACE", "vLLM's default")
-    zeros = {name: 0 for name, field in MemoryBreakdown.model_fields.items() if field.is_required()}
+    kv_space = cpu.env.get(KV_SPACE_VAR)
+    memory = _kv_memory(settings, spec, int(kv_space), cpu.kv_block_size_tokens) if kv_space else _no_memory()
     return Plan(
         model_id=tier.model,
         profile=tier.name,
@@ -56,12 +64,36 @@ def rehearsal_plan(req: PlanRequest) -> Plan:
         inventory_source="rehearsal",
         gpus=[],
         vllm=settings,
-        memory=MemoryBreakdown(**{**zeros, "max_concurrency": 0.0}),
+        memory=memory,
         reasons=[
             f"CPU rehearsal: the tiny R-4B-architecture model at {tier.model} on vLLM's CPU build "
             f"({cpu.vllm_package}); no GPU is needed.",
-            f"KV cache: VLLM_CPU_KVCACHE_SPACE={kv_space} GiB (profiles/vllm.yaml), not gpu_memory_utilization: "
-            "the GPU memory breakdown does not apply and is left at zero.",
+            f"KV cache: {KV_SPACE_VAR}={kv_space or 'unset'} GiB (profiles/vllm.yaml), not "
+            f"gpu_memory_utilization: {memory.kv_tokens:,} tokens in {cpu.kv_block_size_tokens}-token blocks of "
+            f"{memory.kv_bytes_per_token} B per token (the tiny model); the GPU terms do not apply and are zero.",
             f"max_model_len {max_model_len} from profiles/vllm.yaml; max_num_batched_tokens = max_model_len.",
         ],
     )
+
+
+def _kv_memory(settings: VllmSettings, spec: ModelSpec, kv_space_gib: int, block_tokens: int) -> MemoryBreakdown:
+    """The tiny model's KV cache in the CPU build's space. Its numbers are the ones the rehearsal
+    builds it with (rehearsal/tiny_model.py); the KV dtype is the spec's for --kv-cache-dtype auto."""
+    from r4b_deploy.rehearsal.tiny_model import BPE_VOCAB_SIZE, TEXT
+
+    numbers = ModelNumbers(
+        num_hidden_layers=TEXT["num_hidden_layers"],
+        num_key_value_heads=TEXT["num_key_value_heads"],
+        head_dim=TEXT["head_dim"],
+        vocab_size=BPE_VOCAB_SIZE,
+        hidden_size=TEXT["hidden_size"],
+        weights_bytes=0,  # not modelled: the CPU build sizes nothing by it
+        kv_bytes_per_element=spec.kv_cache_bytes_per_element[settings.kv_cache_dtype],
+    )
+    return cpu_breakdown(numbers, gib_to_bytes(kv_space_gib), settings, block_tokens)
+
+
+def _no_memory() -> MemoryBreakdown:
+    """No KV space set: vLLM sizes the cache from the machine's free memory; nothing to predict."""
+    zeros = {name: 0 for name, field in MemoryBreakdown.model_fields.items() if field.is_required()}
+    return MemoryBreakdown(**{**zeros, "max_concurrency": 0.0})

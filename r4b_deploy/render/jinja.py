@@ -1,7 +1,8 @@
 """The one jinja2 Environment the renderer uses.
 
 StrictUndefined: a missing variable is an error, never an empty string in a Dockerfile.
-No autoescape: the outputs are Dockerfiles, YAML and env files, not HTML. Templates only loop
+Autoescape only for `*.html.j2` (the report page: every string a server or user sent is
+escaped); the other outputs are Dockerfiles, YAML and env files, not HTML. Templates only loop
 and branch; every value is computed (and validated) in Python and quoted by the filters below.
 jinja2 is imported here, inside functions, so commands that do not render never load it.
 """
@@ -37,13 +38,21 @@ def environment() -> jinja2.Environment:
         loader=jinja2.FileSystemLoader(str(templates_dir())),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
-        autoescape=False,
+        autoescape=jinja2.select_autoescape(enabled_extensions=("html.j2",), default=False, default_for_string=False),
         trim_blocks=True,
         lstrip_blocks=True,
     )
     env.filters["q"] = quote_json
     env.filters["sh"] = quote_shell
     return env
+
+
+def trusted_html(text: str) -> Any:
+    """Mark markup this package built itself (an SVG chart whose strings it escaped) as safe in an
+    autoescaping template; never pass text that came from outside through it."""
+    import markupsafe
+
+    return markupsafe.Markup(text)
 
 
 def render_template(name: str, **context: Any) -> str:

@@ -224,7 +224,7 @@ def test_image_workload_and_all_outputs(capsys, fake_openai_server, tmp_path: Pa
         *SHORT,
     )
     assert rc == 0, err
-    assert sorted(p.name for p in out.iterdir()) == ["bench.json", "bench.md", "bench.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["bench.json", "bench.md", "bench.png", "report.html"]
     doc = json.loads((out / "bench.json").read_text())
     assert doc["workload"] == "image" and doc["slo_passed"] is True
     # 4 words + 4 message tokens + 6 (short mode) + the image's tokens: counted by the server.
@@ -395,3 +395,54 @@ def test_a_stream_over_its_max_tokens_worth_is_a_protocol_record(fake_openai_ser
     report = run_bench(_config(server, max_tokens=8, warmup_requests=0, concurrencies=[2], requests_per_level=2))
     m = report.levels[0].metrics
     assert m.failed == 2 and set(m.errors_by_kind) <= {"protocol", "stream"}
+
+
+@pytest.mark.parametrize("mode", ["auto", "short"])
+def test_counts_follow_the_text_when_usage_disagrees(fake_openai_server, mode: str) -> None:
+    """The tiny vLLM streamed every token in `reasoning` and no content, cut by max_tokens, while
+    usage said only some were reasoning: the bench reported answer tokens for replies it had
+    itself flagged as cut off with no answer (and in short mode 0 reasoning tokens)."""
+    server = fake_openai_server(
+        reasoning_field="reasoning", answer="", auto_thinks=True, reasoning_chunks=8, usage_reasoning_count=3
+    )
+    server.config.honour_modes = mode == "auto"  # a parser that files short mode's text as reasoning too
+    report = run_bench(_config(server, mode=mode, max_tokens=6, concurrencies=[1], requests_per_level=3))
+    m = report.levels[0].metrics
+    mm = m.modes[mode]
+    assert mm.completed == 3 and mm.truncated_reasoning == 3
+    assert mm.answer_tokens == 0 and mm.reasoning_tokens == 18
+    assert m.cut_off_thinking_rate == 1.0 and m.split_adjusted == 3
+    assert m.reasoning_paths == {"reasoning": 3} and m.token_split_sources == {"text": 3}
+    assert any("disagreed with the text" in w for w in report.warnings)
+
+
+def test_modes_are_swept_like_load_levels(fake_openai_server) -> None:
+    server = fake_openai_server(chunk_delay_s=0.001)
+    report = run_bench(_config(server, mode="auto,long,short", concurrencies=[1, 2], requests_per_level=4))
+    assert [(lv.mode, lv.label) for lv in report.levels] == [
+        (mode, f"{mode}, concurrency {c}") for mode in ("auto", "long", "short") for c in (1, 2)
+    ]
+    assert report.mode == "auto,long,short"
+    for lv in report.levels:
+        assert list(lv.metrics.modes) == [lv.mode]  # a level runs its mode only
+        assert {r.mode for r in lv.records} == {lv.mode}
+        flat = lv.metrics.flat()
+        assert flat["p95_time_to_first_answer_ms"] is not None and flat["p99_ttft_ms"] is not None
+        assert flat["cut_off_thinking_rate"] == 0.0
+        thinks = lv.mode != "short"
+        assert lv.metrics.reasoning_paths == ({"think_tags": 4} if thinks else {})
+        # With a think block, the first answer comes after the first token; without, they coincide.
+        first_answer, ttft = flat["median_time_to_first_answer_ms"], flat["median_ttft_ms"]
+        assert (first_answer > ttft) if thinks else (first_answer >= ttft)
+
+
+def test_a_per_mode_gate_judges_that_mode_only(capsys, fake_openai_server) -> None:
+    server = fake_openai_server()
+    common = ["--url", server.url, "--api-key", server.api_key, "--warmup", "0", *SHORT]
+    rc, out, err = run_cli(capsys, *common, "--mode", "auto,short", "--slo", "short:max_cut_off_thinking_rate=0")
+    assert rc == 0, err
+    assert "short: cut_off_thinking_rate <= 0" in out
+    rc, out, err = run_cli(capsys, *common, "--mode", "mix", "--slo", "long:p95_time_to_first_answer_ms<=0.0001")
+    assert rc == 1
+    line = assert_one_line_error(err)
+    assert "long:p95_time_to_first_answer_ms" in line and "at concurrency 2" in line

@@ -115,6 +115,23 @@ def test_up_twice_keeps_one_container_and_reuses_it(docker_client, docker_deploy
         DockerRuntime().stop(d.folder)
 
 
+def test_two_concurrent_ups_of_one_folder_make_one_container(docker_client, docker_deployment) -> None:
+    """Issue 11: unserialized, the second `up` failed on the name or its clean-up removed the first's
+    container. The folder lock makes the second wait, then reuse the first's container."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    d = docker_deployment("healthy")
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            reports = list(pool.map(lambda _: _up(d), range(2)))
+        (container,) = _containers(docker_client, d.deployment.dir)
+        assert container.status == "running"
+        assert sorted(r.already_running for r in reports) == [False, True]
+    finally:
+        DockerRuntime().stop(d.folder)
+    assert _containers(docker_client, d.deployment.dir) == []
+
+
 def test_changing_max_num_seqs_replaces_the_container_and_rebuilds_nothing(docker_client, docker_deployment) -> None:
     d = docker_deployment("healthy", max_num_seqs=4)
     try:

@@ -14,15 +14,15 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import requests
+from fixtures.stand_in import cmdline, log_value, render_gpu_folder, start, wait_until, write_stand_in
 from fixtures.vllm_server import free_port, render_rehearsal
 from support import require
 
-from r4b_deploy.deployment import load_deployment, read_env_file
+from r4b_deploy.deployment import read_env_file
 from r4b_deploy.errors import EnvironmentProblem, LaunchError
 from r4b_deploy.launch.health import wait_healthy
 from r4b_deploy.launch.process_runtime import LOG_NAME, PIDFILE_NAME, ProcessRuntime
@@ -35,87 +35,17 @@ from r4b_deploy.launch.server_process import (
     start_vllm_process,
     stop_recorded,
 )
-from r4b_deploy.planning.plan import PlanRequest
-from r4b_deploy.planning.planner import make_plan
-from r4b_deploy.render.deployment import write_deployment
 from r4b_deploy.render.env import API_KEY_VAR
-from r4b_deploy.render.options import RenderOptions
 
 pytestmark = pytest.mark.integration
 
 HEALTH_TIMEOUT_S = 60.0
 VLLM_HEALTH_TIMEOUT_S = 300.0
 
-# A stand-in for `vllm serve`: answers /health on --host/--port, logs a hash of the API key it
-# received through its environment (never the key), and keeps a child in its process group.
-STAND_IN = """#!{python}
-import hashlib, http.server, os, subprocess, sys
-args = sys.argv[1:]
-host, port = args[args.index("--host") + 1], int(args[args.index("--port") + 1])
-key = os.environ.get("VLLM_API_KEY", "")
-child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
-print("stand-in argv:", " ".join(args), flush=True)
-print("stand-in key sha256:", hashlib.sha256(key.encode()).hexdigest(), flush=True)
-print("stand-in child:", child.pid, flush=True)
-if os.environ.get("STAND_IN_EXIT"):
-    sys.exit(int(os.environ["STAND_IN_EXIT"]))
-if os.environ.get("STAND_IN_NEVER_HEALTHY"):
-    import time
-    time.sleep(600)
-
-class Health(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.send_response(200 if self.path == "/health" else 404)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, *a):
-        pass
-
-server = http.server.HTTPServer((host, port), Health)
-print("Application startup complete.", flush=True)
-server.serve_forever()
-"""
-
 
 @pytest.fixture
 def stand_in(tmp_path: Path) -> Path:
-    path = tmp_path / "bin" / "vllm"
-    path.parent.mkdir()
-    path.write_text(STAND_IN.format(python=sys.executable))
-    path.chmod(0o755)
-    return path
-
-
-def render_gpu_folder(folder: Path, port: int, public: bool = False) -> Path:
-    """A GPU deployment (L4 from the catalog): what a GPU host without Docker runs as a process."""
-    write_deployment(make_plan(PlanRequest(gpu="L4")), RenderOptions(host_port=port, public=public), folder)
-    return folder
-
-
-def start(runtime: ProcessRuntime, folder: Path):
-    """The runtime's start as `up` calls it: the loaded folder and its env file's values."""
-    return runtime.start(load_deployment(folder), read_env_file(folder))
-
-
-def cmdline(pid: int) -> list[str]:
-    return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")[:-1]
-
-
-def log_value(folder: Path, prefix: str) -> str:
-    for line in (folder / LOG_NAME).read_text().splitlines():
-        if line.startswith(prefix):
-            return line[len(prefix) :].strip()
-    raise AssertionError(f"{prefix!r} not in the log:\n{(folder / LOG_NAME).read_text()}")
-
-
-def wait_until(condition, timeout_s: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
+    return write_stand_in(tmp_path)
 
 
 def test_up_status_logs_down_with_a_stand_in(tmp_path: Path, stand_in: Path) -> None:
@@ -445,6 +375,12 @@ def test_up_judges_its_bench_as_bench_does_with_real_vllm(tmp_path: Path) -> Non
         report = json.loads((folder / "report" / "up.json").read_text())
         assert report["bench_summary"] and all(row["completed"] > 0 for row in report["bench_summary"])
         assert all(row["failed"] == 0 for row in report["bench_summary"]) and report["bench_gate_failures"] == []
+        assert_plan_checked_against_the_cpu_log(report["plan_check"])
+        assert "plan vs vLLM 0.32.0 (CPU)" in passed.stdout and (folder / "report" / "plan-check.md").is_file()
+        status = subprocess.run(
+            [*r4b_deploy_command(), "status", "--dir", str(folder), "--json"], env=env, capture_output=True, text=True
+        )
+        assert_plan_checked_against_the_cpu_log(json.loads(status.stdout)["plan_check"])  # read from the log again
 
         gated = run("--slo", "p95_ttft_ms=0")  # the running server is reused: only the bench runs again
         assert gated.returncode == 1, f"{gated.stdout}\n{gated.stderr}"
@@ -457,3 +393,14 @@ def test_up_judges_its_bench_as_bench_does_with_real_vllm(tmp_path: Path) -> Non
             [*r4b_deploy_command(), "down", "--dir", str(folder)], env=env, capture_output=True, text=True, timeout=120
         )
     assert down.returncode == 0 and "stopped" in down.stdout, down.stdout + down.stderr
+
+
+def assert_plan_checked_against_the_cpu_log(check: dict) -> None:
+    """The rehearsal plan's KV prediction beside what the real CPU build logged: the same numbers."""
+    assert check["checked"] is True and check["device"] == "CPU" and check["warnings"] == [], check
+    figures = {f["name"]: f for f in check["figures"]}
+    assert {"kv_tokens", "kv_cache_bytes", "max_concurrency"} <= set(figures)
+    for name in ("kv_tokens", "kv_cache_bytes", "max_concurrency"):
+        assert abs(figures[name]["drift_pct"]) <= 1.0, figures[name]  # predicted vs real: within 1 %
+    rows = [(name, f["planned"], f["logged"], f["drift_pct"]) for name, f in figures.items()]
+    print(f"\nplan vs vLLM on the CPU rehearsal (figure, planned, logged, drift %): {rows}")

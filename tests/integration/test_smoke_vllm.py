@@ -18,13 +18,17 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from r4b_deploy.checks.smoke import SmokeConfig, SmokeReport, run_smoke
+from r4b_deploy.checks.smoke import IMAGE_PROMPT, SmokeConfig, SmokeReport, run_smoke
+from r4b_deploy.client.http import EndpointClient
+from r4b_deploy.client.images import SMALL_IMAGE_SIZE_PX, colour_bars_png, png_data_url
 from r4b_deploy.errors import ExitCode
 
 pytestmark = [pytest.mark.integration, pytest.mark.vllm, pytest.mark.slow]
 
 LIVENESS_BOUND_S = 600.0  # not a timing: a smoke run still going after this has hung
 REQUEST_TIMEOUT_S = 120.0  # CPU inference on a busy 2-core machine
+# The tiny model's SigLIP tile (tiny_model.py VISION image_size): an image within one tile gets one.
+TINY_TILE_PX = 32
 
 
 def cli(args: list[str], api_key: str | None) -> subprocess.CompletedProcess[str]:
@@ -95,6 +99,29 @@ def test_image_prompt_tokens_are_reported(protocol_run: dict[str, Any]) -> None:
     assert report.image_prompt_tokens["large"] >= report.image_prompt_tokens["small"]
 
 
+def test_tiny_model_tiles_only_below_its_grid(protocol_run: dict[str, Any], vllm_server: Any) -> None:
+    """Issue 12: what the tiny model's vision tower can show. Its anyres grid tops out at 2x2 tiles of
+    32 px, which the smoke's small image already fills: both smoke images cost the same, and only an
+    image within one tile costs fewer tokens (vLLM's real processor tiles it)."""
+    report = SmokeReport.model_validate_json(protocol_run["json"].read_text())
+    small, large = report.image_prompt_tokens["small"], report.image_prompt_tokens["large"]
+    assert small == large
+    aspect = SMALL_IMAGE_SIZE_PX[1] / SMALL_IMAGE_SIZE_PX[0]
+    one_tile = png_data_url(colour_bars_png(TINY_TILE_PX, round(TINY_TILE_PX * aspect)))
+    parts = [{"type": "image_url", "image_url": {"url": one_tile}}, {"type": "text", "text": IMAGE_PROMPT}]
+    with EndpointClient(
+        vllm_server.url,
+        api_key=vllm_server.api_key or None,
+        timeout_s=REQUEST_TIMEOUT_S,
+        served_model_name=vllm_server.served_model_name,
+    ) as client:
+        with_image = client.chat([{"role": "user", "content": parts}], max_tokens=1)
+        text_only = client.chat([{"role": "user", "content": IMAGE_PROMPT}], max_tokens=1)
+    assert with_image.prompt_tokens is not None and text_only.prompt_tokens is not None
+    one_tile_cost = with_image.prompt_tokens - text_only.prompt_tokens
+    assert 0 < one_tile_cost < small, (one_tile_cost, small)
+
+
 def test_random_weights_fail_only_model_behaviour_checks(vllm_server: Any) -> None:
     report = run_smoke(
         SmokeConfig(
@@ -107,6 +134,9 @@ def test_random_weights_fail_only_model_behaviour_checks(vllm_server: Any) -> No
     failed = report.failures()
     assert failed, "a random-weight model passed the model-behaviour checks"
     assert {c.level for c in failed} == {"model"}, [(c.name, c.reason) for c in failed]
+    # The tiny model's tile grid is full at the small image: the tiling check says so.
+    tiles = next(c for c in failed if c.name == "image_tiles")
+    assert "tiny model" in tiles.reason
 
 
 def test_deployment_folder_supplies_url_and_key(vllm_server: Any) -> None:

@@ -78,7 +78,9 @@ def test_up_rehearsal_smoke_bench_down(docker_client, docker_base_image: str, tm
         assert key not in up.stdout + up.stderr
         assert f"http://127.0.0.1:{port}" in up.stdout and str(folder / "r4b.env") in up.stdout
         report_dir = folder / "report"
-        for name in ("plan.json", "smoke.json", "junit.xml", "bench.json", "bench.md", "bench.png", "up.json"):
+        names = ("plan.json", "smoke.json", "junit.xml", "bench.json", "bench.md", "bench.png", "up.json")
+        names += ("report.html",)
+        for name in names:
             assert (report_dir / name).is_file(), name
             assert key.encode() not in (report_dir / name).read_bytes(), name
         smoke = json.loads((report_dir / "smoke.json").read_text())
@@ -97,6 +99,12 @@ def test_up_rehearsal_smoke_bench_down(docker_client, docker_base_image: str, tm
 
         status = json.loads(_cli("status", "--dir", str(folder), "--json").stdout)
         assert status["state"] == "running" and status["healthy"] is True
+        # The rehearsal plan's KV prediction beside the container's own vLLM log, in up.json and in status.
+        for check in (first["plan_check"], status["plan_check"]):
+            assert check["checked"] is True and check["device"] == "CPU" and check["warnings"] == [], check
+            kv = [f for f in check["figures"] if f["name"] in ("kv_tokens", "kv_cache_bytes")]
+            assert len(kv) == 2 and all(abs(f["drift_pct"]) <= 1.0 for f in kv), kv
+        assert (report_dir / "plan-check.md").is_file() and "plan vs vLLM" in up.stdout
 
         # Only --max-num-seqs changes: the flags are given at run time, the image tag stays.
         again = _cli(

@@ -18,13 +18,13 @@ from r4b_deploy.paths import profiles_dir
 from r4b_deploy.pins import (
     GpuSection,
     choose_gpu_pins,
-    dotted,
     gpu_pins,
     gpu_section,
     gpu_versions,
     rehearsal_profile,
+    version_tuple,
 )
-from r4b_deploy.planning.memory import memory_model
+from r4b_deploy.planning.coefficients import memory_model
 from r4b_deploy.planning.plan import PlanRequest
 from r4b_deploy.planning.planner import make_plan
 from r4b_deploy.spec import model_spec
@@ -45,10 +45,25 @@ def _with_driver(gpu: str, driver: str | None):
 # ----------------------------------------------------------------------------- the table
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("580.65.06", (580, 65, 6)),  # a driver: numeric parts, leading zeros and all
+        ("0.33.0", (0, 33, 0)),
+        ("0.11.0rc1", (0, 11, 0)),  # a pre-release suffix ends the number, it is not read into it
+        ("0.33.0+cu128", (0, 33, 0)),  # a local build tag is not part of the release
+        ("3.11.7\n", (3, 11, 7)),  # a Python's `sys.version_info`, as a subprocess prints it
+    ],
+)
+def test_version_tuple_is_the_one_reading_of_a_version(text: str, expected: tuple[int, ...]) -> None:
+    assert version_tuple(text) == expected
+    assert version_tuple("12.10") > version_tuple("12.8")
+
+
 def test_table_lists_the_current_line_and_an_older_cuda_release_newest_first() -> None:
     versions = gpu_versions()
     assert versions[0] == NEWEST and gpu_pins().vllm_version == NEWEST  # the default is the newest
-    assert versions == sorted(versions, key=dotted, reverse=True)
+    assert versions == sorted(versions, key=version_tuple, reverse=True)
     runtimes = {gpu_pins(v).cuda_runtime for v in versions}
     assert {"13.0", "12.8"} <= runtimes  # an older release for drivers that cannot run CUDA 13
 
@@ -64,7 +79,7 @@ def test_every_release_serves_r4b_and_accepts_the_images_python() -> None:
         assert not release.constraints or (sources.constraints or "").strip(), release.vllm_version
     for runtime, needs in section.cuda_drivers.items():
         assert needs.source.strip(), runtime
-        assert dotted(needs.recommended_driver_version) >= dotted(needs.min_driver_version), runtime
+        assert version_tuple(needs.recommended_driver_version) >= version_tuple(needs.min_driver_version), runtime
 
 
 def test_the_rehearsal_runs_a_release_gpu_users_can_get() -> None:

@@ -12,12 +12,13 @@ from pathlib import Path
 import pytest
 from fixtures.servers import FakeServer, FakeServerConfig
 
-from r4b_deploy.deployment import Deployment, read_env_file
+from r4b_deploy.deployment import Deployment, load_deployment, read_env_file
 from r4b_deploy.errors import EnvironmentProblem, LaunchError
 from r4b_deploy.launch.base import Endpoint, Runtime, RuntimeStatus, StopResult
 from r4b_deploy.launch.ports import free_port
 from r4b_deploy.launch.state import read_state
-from r4b_deploy.pipeline import UpEvent, run_up
+from r4b_deploy.pipeline import run_up
+from r4b_deploy.pipeline_events import UpEvent
 from r4b_deploy.planning.plan import PlanRequest
 from r4b_deploy.render.options import RenderOptions
 
@@ -50,6 +51,11 @@ class FakeServerRuntime(Runtime):
             status_code=503,
         )
         self.server = FakeServer(config).start()
+        return Endpoint(url=self.server.url, served_model_name="r4b", api_key_file=deployment.env_file)
+
+    def running_endpoint(self, deployment: Deployment, env: Mapping[str, str]) -> Endpoint | None:
+        if self.server is None:
+            return None
         return Endpoint(url=self.server.url, served_model_name="r4b", api_key_file=deployment.env_file)
 
     def is_alive(self, deployment_dir: Path) -> bool:
@@ -101,10 +107,15 @@ def test_up_runs_every_stage_and_writes_the_report(tmp_path: Path, runtime: Fake
     assert report.smoke_ok is True and report.smoke_failed == 0
     assert report.bench_error is None and len(report.bench_summary) == 2  # quick: two load levels
     folder = tmp_path / "deploy"
-    for name in ("plan.json", "smoke.json", "junit.xml", "bench.json", "bench.md", "bench.png", "up.json"):
+    names = ("plan.json", "smoke.json", "junit.xml", "bench.json", "bench.md", "bench.png", "up.json", "report.html")
+    for name in names:
         assert (folder / "report" / name).is_file(), name
         assert (folder / "report" / name).stat().st_mode & 0o777 == 0o644, name  # bug 4: one mode, no secret
     assert json.loads((folder / "report" / "plan.json").read_text())["rehearsal"] is True
+    # The page people read holds every part: up, smoke, the gates, the bench and the plan.
+    page = (folder / "report" / "report.html").read_text()
+    assert all(f'<section id="{part}">' in page for part in ("up", "smoke", "gates", "bench", "plan")), page[:300]
+    assert "report.html" in report.files
     assert report.api_key_file == folder / "r4b.env"
     assert runtime.stops == 0  # a deployment that came up stays up
 
@@ -211,17 +222,17 @@ def test_a_failure_after_health_stops_the_server(tmp_path: Path) -> None:
 def test_a_requested_interrupt_stops_the_next_wait_tick_even_if_the_first_was_swallowed() -> None:
     """The SIGINT handler sets a flag the long waits re-check: a KeyboardInterrupt that Python
     swallowed inside a destructor still stops `up` at the next health tick or event."""
-    from r4b_deploy import pipeline
+    from r4b_deploy import pipeline_events as events_module
 
     events: list[object] = []
-    pipeline.request_interrupt()
+    events_module.request_interrupt()
     try:
         with pytest.raises(KeyboardInterrupt):
-            pipeline._emit(events.append, pipeline.UpEvent("health", "tick", elapsed_s=1.0))
+            events_module.emit(events.append, events_module.UpEvent("health", "tick", elapsed_s=1.0))
         assert events == []
     finally:
-        pipeline.clear_interrupt()
-    pipeline._emit(events.append, pipeline.UpEvent("health", "tick", elapsed_s=2.0))
+        events_module.clear_interrupt()
+    events_module.emit(events.append, events_module.UpEvent("health", "tick", elapsed_s=2.0))
     assert len(events) == 1
 
 
@@ -285,3 +296,72 @@ def test_slo_gates_without_a_benchmark_are_a_usage_error(tmp_path: Path, runtime
     with pytest.raises(UsageError, match="--bench none"):
         _up(tmp_path, runtime, bench="none", gates=[parse_slo("p95_ttft_ms=500")])
     assert runtime.server is None  # refused before anything started
+
+
+def test_no_thinking_modes_no_mode_checks(tmp_path: Path, runtime: FakeServerRuntime) -> None:
+    # The plan says which modes the model has; Qwen3-VL-4B-Thinking has none of R-4B's.
+    request = PlanRequest(gpu="L4", model="qwen3-vl-4b-thinking")
+    report = run_up(request, RenderOptions(host_port=free_port()), tmp_path / "deploy", runtime=runtime, bench="none")
+    smoke = json.loads((report.report_dir / "smoke.json").read_text())
+    skipped = {c["name"]: c["reason"] for c in smoke["checks"] if c["status"] == "skip"}
+    assert smoke["modes"] == [] and {"mode_short", "modes_reach_template", "short_is_short"} <= set(skipped)
+    assert all("no thinking modes" in reason for reason in skipped.values())
+    assert report.smoke_ok is True and report.smoke_failed == 0
+
+
+def test_a_second_up_of_a_running_deployment_says_it_reused_the_server(tmp_path: Path) -> None:
+    from r4b_deploy.pipeline import ALREADY_RUNNING
+
+    rt = FakeServerRuntime()
+    try:
+        first = _up(tmp_path, rt)
+        server = rt.server
+        events: list[UpEvent] = []
+        second = _up(tmp_path, rt, events=events)
+        assert rt.server is server, "a second server was started"
+    finally:
+        rt.stop(tmp_path)
+    assert (first.already_running, second.already_running) == (False, True)
+    (start_done,) = [e for e in events if e.stage == "start" and e.kind == "done"]
+    assert start_done.message == ALREADY_RUNNING
+    report = json.loads((tmp_path / "deploy" / "report" / "up.json").read_text())
+    assert report["already_running"] is True
+
+
+def test_up_waits_a_bounded_time_for_another_up_of_the_folder_then_says_who(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from r4b_deploy.launch import user_state
+
+    monkeypatch.setattr(user_state, "LOCK_WAIT_S", 0.3)
+    rt = FakeServerRuntime()
+    events: list[UpEvent] = []
+    held = user_state.deployment_lock(tmp_path / "deploy", doing="up")
+    with held, pytest.raises(EnvironmentProblem, match=r"another r4b-deploy \(pid \d+, r4b-deploy up\)"):
+        _up(tmp_path, rt, events=events)
+    assert rt.server is None and not (tmp_path / "deploy").exists()  # nothing rendered, nothing started
+    assert [e.message for e in events if e.kind == "info" and "waiting up to 0.3 s" in e.message]
+
+
+def test_ctrl_c_in_an_up_that_reused_a_running_server_leaves_that_server_up(tmp_path: Path) -> None:
+    """Clean-up stops only what this `up` started: the server an earlier `up` started keeps serving."""
+    rt = FakeServerRuntime()
+    try:
+        _up(tmp_path, rt)
+
+        def interrupt_at_smoke(event: UpEvent) -> None:
+            if event.stage == "smoke" and event.kind == "start":
+                raise KeyboardInterrupt
+
+        with pytest.raises(KeyboardInterrupt):
+            run_up(
+                PlanRequest(rehearsal=True),
+                load_deployment(tmp_path / "deploy").options,
+                tmp_path / "deploy",
+                runtime=rt,
+                bench="none",
+                on_event=interrupt_at_smoke,
+            )
+        assert rt.stops == 0 and rt.server is not None
+    finally:
+        rt.stop(tmp_path)

@@ -140,7 +140,7 @@ def test_reasoning_and_answer_per_mode() -> None:
     assert m.total_reasoning_tokens == 140
     assert m.total_answer_tokens == 30
     assert m.truncated_reasoning == 1
-    assert m.first_answer_token.count == 2
+    assert m.time_to_first_answer.count == 2
 
 
 def test_peak_concurrency_from_start_and_end_times() -> None:
@@ -168,3 +168,37 @@ def test_flat_names_follow_vllm() -> None:
     assert flat["mean_ttft_ms"] == pytest.approx(100.0)
     assert flat["duration"] == 1.0
     assert set(flat) == set(metric_names())
+
+
+def test_cut_off_thinking_and_where_the_split_came_from() -> None:
+    records = [
+        ok(mode="auto", output_tokens=64, reasoning_tokens=64, answer_tokens=0, thought=True,
+           truncated_reasoning=True, token_split_source="text", split_adjusted=True, reasoning_path="reasoning"),
+        ok(mode="auto", output_tokens=20, reasoning_tokens=12, answer_tokens=8, thought=True,
+           token_split_source="tokenize", reasoning_path="think_tags", first_answer_token_s=0.6),
+        ok(mode="short", output_tokens=5, reasoning_tokens=0, answer_tokens=5, thought=False,
+           token_split_source="usage", first_answer_token_s=0.1),
+        ok(mode="short", output_tokens=5, reasoning_tokens=0, answer_tokens=5, thought=False,
+           token_split_source="usage", first_answer_token_s=0.3),
+        fail("timeout", mode="short"),
+    ]  # fmt: skip
+    m = compute_metrics(records, duration_s=1.0)
+    assert m.cut_off_thinking_rate == pytest.approx(0.25)  # of the 4 completed
+    assert (m.split_adjusted, m.token_split_sources) == (1, {"text": 1, "tokenize": 1, "usage": 2})
+    assert m.reasoning_paths == {"reasoning": 1, "think_tags": 1}
+    auto, short = m.modes["auto"], m.modes["short"]
+    assert auto.cut_off_thinking_rate == pytest.approx(0.5) and short.cut_off_thinking_rate == 0.0
+    # Per mode, the latency distributions with percentiles (time to first answer included).
+    assert short.time_to_first_answer.count == 2
+    assert short.time_to_first_answer.percentiles["p95"] == pytest.approx(290.0)
+    flat = short.flat()
+    assert flat["p95_time_to_first_answer_ms"] == pytest.approx(290.0)
+    assert flat["error_rate"] == pytest.approx(1 / 3) and flat["cut_off_thinking_rate"] == 0.0
+    level = m.flat()
+    assert level["cut_off_thinking_rate"] == pytest.approx(0.25) and level["split_adjusted"] == 1
+    assert level["median_time_to_first_answer_ms"] == pytest.approx(300.0)
+
+
+def test_no_completed_request_has_no_cut_off_rate() -> None:
+    m = compute_metrics([fail("timeout")], duration_s=1.0)
+    assert m.cut_off_thinking_rate is None and m.modes["default"].cut_off_thinking_rate is None

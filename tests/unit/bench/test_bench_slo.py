@@ -15,7 +15,7 @@ from r4b_deploy.errors import UsageError
         ("ttft_p95_ms=500", "p95_ttft_ms", "<=", 500.0),  # metric first, as people write it
         ("tpot_p95_ms=50", "p95_tpot_ms", "<=", 50.0),
         ("mean_e2el_ms <= 2e3", "mean_e2el_ms", "<=", 2000.0),
-        ("first_answer_token_p99_ms=900", "p99_first_answer_token_ms", "<=", 900.0),
+        ("first_answer_token_p99_ms=900", "p99_time_to_first_answer_ms", "<=", 900.0),  # the old name too
         ("output_throughput=900", "output_throughput", ">=", 900.0),  # more is better
         ("request_throughput>=1.5", "request_throughput", ">=", 1.5),
         ("error_rate=0.01", "error_rate", "<=", 0.01),
@@ -69,3 +69,53 @@ def test_format_value() -> None:
     assert format_value(17538.6) == "17,539"
     assert format_value(8.48312) == "8.483"
     assert format_value(None) == "no value"
+
+
+@pytest.mark.parametrize(
+    ("text", "gate"),
+    [
+        ("short:p95_ttft_ms=300", SloGate(metric="p95_ttft_ms", op="<=", threshold=300.0, mode="short")),
+        ("max_cut_off_thinking_rate=0.1", SloGate(metric="cut_off_thinking_rate", op="<=", threshold=0.1)),
+        ("p95_time_to_first_answer_ms=2000", SloGate(metric="p95_time_to_first_answer_ms", op="<=", threshold=2e3)),
+        (
+            "long: time_to_first_answer_p99_ms<=9",
+            SloGate(metric="p99_time_to_first_answer_ms", op="<=", threshold=9.0, mode="long"),
+        ),
+    ],
+)
+def test_parse_mode_gates_and_new_metrics(text: str, gate: SloGate) -> None:
+    assert parse_slo(text) == gate
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("deep:p95_ttft_ms=1", "unknown thinking mode 'deep'"),
+        ("short:output_throughput=1", "unknown per-mode metric"),  # a mode's share of a level has no throughput
+        ("max_cut_off_thinking_rate>=0.1", "says <="),
+    ],
+)
+def test_bad_mode_gates_are_usage_errors(text: str, says: str) -> None:
+    with pytest.raises(UsageError) as exc:
+        parse_slo(text)
+    assert says in exc.value.message
+
+
+def test_a_mode_gate_reads_that_modes_figures(make_report) -> None:
+    report = make_report()  # a mix: short TTFT 50 / 100 ms, long first answer 500 / 1000 ms
+    gates = [parse_slo("short:p95_ttft_ms=80"), parse_slo("long:p95_time_to_first_answer_ms=600")]
+    results = [r for r in evaluate_slos(report, gates) if r.mode]
+    got = {(r.mode, r.level): (r.value, r.passed) for r in results}
+    assert got == {
+        ("short", "concurrency 1"): (pytest.approx(50.0), True),
+        ("short", "concurrency 4"): (pytest.approx(100.0), False),
+        ("long", "concurrency 1"): (pytest.approx(500.0), True),
+        ("long", "concurrency 4"): (pytest.approx(1000.0), False),
+    }
+    assert "short:p95_ttft_ms = 100 at concurrency 4 (wanted <= 80)" in violations_line(results)
+
+
+def test_a_mode_gate_no_level_ran_fails(make_report) -> None:
+    results = evaluate_slos(make_report(), [parse_slo("auto:p95_ttft_ms=1000")])
+    unseen = [r for r in results if r.mode == "auto"]
+    assert len(unseen) == 1 and not unseen[0].passed and unseen[0].level == "no level ran mode auto"

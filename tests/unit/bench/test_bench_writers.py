@@ -62,7 +62,7 @@ def test_our_additions_sit_beside_vllms(make_report) -> None:
     assert level["errors_by_kind"] == {"http_5xx": 2}
     assert level["modes"]["long"]["mean_reasoning_tokens"] == 6.0
     assert level["modes"]["short"]["mean_answer_tokens"] == 10.0
-    assert "p95_first_answer_token_ms" in level
+    assert "p95_time_to_first_answer_ms" in level
     assert level["total_reasoning_tokens"] == 24
     # vLLM's `errors` is a per-request list in detailed mode only; ours by kind is a separate key.
     assert "errors" not in level

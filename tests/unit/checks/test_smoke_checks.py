@@ -26,7 +26,7 @@ PROTOCOL_CHECKS = [
     "modes_reach_template",
     "no_stray_think_tag",
 ]
-MODEL_CHECKS = ["image_answer", "short_is_short", "long_closes_then_answers", "auto_answers"]
+MODEL_CHECKS = ["image_answer", "image_tiles", "short_is_short", "long_closes_then_answers", "auto_answers"]
 
 
 def smoke(server: Any, **options: Any) -> SmokeReport:
@@ -150,3 +150,24 @@ def test_report_json_round_trips(fake_openai: Any) -> None:
     data = json.loads(report_json(report))
     assert data["passed"] == report.passed and data["failed"] == 0 and data["ok"] is True
     assert SmokeReport.model_validate(data).checks == report.checks
+
+
+def test_a_larger_image_must_cost_more_tokens_with_real_weights(fake_openai_server: Any) -> None:
+    """Issue 12: R-4B's anyres tiling cuts a larger image into more tiles; a processor whose tile grid
+    the small image already fills (the rehearsal's tiny model: 2x2 tiles of 32 px) costs the same for
+    both, which only the model-behaviour level may call a failure."""
+    server = fake_openai_server(image_max_patches=4)  # the 64x48 image's 2x2 patches: the grid is full
+    report = smoke(server)
+    assert report.image_prompt_tokens["small"] == report.image_prompt_tokens["large"]
+    tiles = next(c for c in report.checks if c.name == "image_tiles")
+    assert (tiles.status, tiles.level) == ("fail", "model")
+    assert "no more than" in tiles.reason and "tiny model" in tiles.reason
+    assert tiles.figures == {"small_image_tokens": 14, "large_image_tokens": 14}
+    assert [c.name for c in report.failures()] == ["image_tiles"]
+    assert smoke(server, protocol_only=True).ok
+
+
+def test_image_tiles_passes_when_the_larger_image_costs_more(fake_openai: Any) -> None:
+    tiles = next(c for c in smoke(fake_openai).checks if c.name == "image_tiles")
+    assert tiles.status == "pass"
+    assert tiles.figures == {"small_image_tokens": 14, "large_image_tokens": 10 + 32 * 24}

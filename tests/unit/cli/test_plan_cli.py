@@ -135,3 +135,26 @@ def test_planning_options_on_another_command() -> None:
     assert result.exit_code == 0, result.output
     assert seen["req"] == PlanRequest(gpu="A100-80GB:8", profile="heavy", rehearsal=True)
     assert seen["rest"] == {"out": "x"}
+
+
+@pytest.mark.parametrize("columns", ["40", "80", "200"])
+def test_the_serve_command_pastes_as_one_command_at_any_width(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, columns: str
+) -> None:
+    """rich wrapped the `vllm serve` line at the terminal's width: pasted, its pieces ran as
+    separate commands. The printed block must parse back to the exact argument list."""
+    import shlex
+
+    code, out, _ = run(capsys, "--gpu", "L4", "--json")
+    assert code == 0
+    args = json.loads(out)["vllm"]["args"]
+    monkeypatch.setenv("COLUMNS", columns)
+    code, out, _ = run(capsys, "--gpu", "L4")
+    assert code == 0
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip().startswith("vllm serve"))
+    block = [lines[start]]
+    while block[-1].endswith("\\"):
+        block.append(lines[start + len(block)])
+    # A shell drops each backslash-newline: the block is one command line.
+    assert shlex.split("\n".join(block).replace("\\\n", "")) == ["vllm", "serve", *args]

@@ -20,8 +20,10 @@ def _params(name: str) -> dict[str, click.Parameter]:
 
 
 def test_up_takes_every_render_option_and_the_bench_gates() -> None:
+    from r4b_deploy.cli.render_kubernetes import RENDER_ONLY_PARAMS
+
     up, render, bench = _params("up"), _params("render"), _params("bench")
-    own_to_render = {"out_dir", "force", "as_json"}
+    own_to_render = {"out_dir", "force", "as_json", *RENDER_ONLY_PARAMS}  # --target kubernetes is render's
     for name, param in render.items():
         if name in own_to_render:
             continue
@@ -32,7 +34,7 @@ def test_up_takes_every_render_option_and_the_bench_gates() -> None:
 
 
 def test_sigterm_raises_terminated_inside_up_and_the_handlers_come_back() -> None:
-    from r4b_deploy import pipeline
+    from r4b_deploy import pipeline_events
     from r4b_deploy.cli.up import _interrupt_flag
 
     before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
@@ -42,7 +44,7 @@ def test_sigterm_raises_terminated_inside_up_and_the_handlers_come_back() -> Non
         time.sleep(5)  # the handler raises as soon as the interpreter sees the signal
         raise AssertionError("SIGTERM did not stop the block")
     assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
-    assert not pipeline._interrupt_requested.is_set()  # cleared on the way out
+    assert not pipeline_events._interrupt_requested.is_set()  # cleared on the way out
 
 
 def test_an_inherited_ignored_sigterm_is_left_alone() -> None:
@@ -60,6 +62,7 @@ def test_every_render_option_reaches_render_options() -> None:
     """An option added to render's list but not to RENDER_KEYS would be dropped on the way."""
     from r4b_deploy.cli.options import PLANNING_KEYS
     from r4b_deploy.cli.render import RENDER_KEYS
+    from r4b_deploy.cli.render_kubernetes import RENDER_ONLY_PARAMS
 
-    own = {"out_dir", "force", "as_json", *PLANNING_KEYS}
+    own = {"out_dir", "force", "as_json", *PLANNING_KEYS, *RENDER_ONLY_PARAMS}
     assert set(_params("render")) - own == set(RENDER_KEYS)

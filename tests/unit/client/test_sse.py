@@ -102,3 +102,12 @@ def test_many_events_in_one_feed() -> None:
     body = b"".join(b"data: " + json.dumps({"i": i}).encode() + b"\n\n" for i in range(1000))
     events = SSEParser().feed(body)
     assert [json.loads(e.data)["i"] for e in events] == list(range(1000))
+
+
+def test_a_line_that_never_ends_is_refused_not_buffered() -> None:
+    from r4b_deploy.client.sse import LINE_MAX_BYTES, SSELineTooLong
+
+    parser = SSEParser()
+    parser.feed(b"data: " + b"x" * (LINE_MAX_BYTES // 2))
+    with pytest.raises(SSELineTooLong):
+        parser.feed(b"x" * LINE_MAX_BYTES)

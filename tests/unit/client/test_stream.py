@@ -57,20 +57,26 @@ def test_usage_reasoning_tokens_split_the_count() -> None:
 
 
 @pytest.mark.parametrize(
-    ("completion", "usage_reasoning", "reasoning", "answer", "expected"),
+    ("completion", "usage_reasoning", "reasoning", "answer", "expected", "source", "adjusted"),
     [
-        (None, None, "r", "a", (None, None)),  # no usage at all
-        (10, 4, "r", "a", (4, 6)),  # the server's split wins
-        (10, None, "r", "", (10, 0)),  # all reasoning
-        (10, None, "", "a", (0, 10)),  # all answer
-        (10, None, "r", "a", (None, None)),  # both: only /tokenize can tell
+        (None, None, "r", "a", (None, None), None, False),  # no usage at all
+        (10, 4, "r", "a", (4, 6), "usage", False),  # the server's split wins when the text agrees
+        (10, None, "r", "", (10, 0), "text", False),  # all reasoning
+        (10, None, "", "a", (0, 10), "text", False),  # all answer
+        (10, None, "r", "a", (None, None), None, False),  # both: only /tokenize can tell
+        (10, 4, "r", "", (10, 0), "text", True),  # no answer text: no answer tokens, usage overruled
+        (10, 2, "", "a", (2, 8), "usage", False),  # an empty think block's tags are tokens
+        (10, 0, "r", "a", (None, None), None, True),  # reasoning came, usage says none: /tokenize
+        (10, 10, "", "a", (0, 10), "text", True),  # an answer came, usage left it none
     ],
 )
-def test_token_split(completion, usage_reasoning, reasoning, answer, expected) -> None:
+def test_token_split(completion, usage_reasoning, reasoning, answer, expected, source, adjusted) -> None:
     split = ReasoningSplit(
         reasoning=reasoning, answer=answer, thought=bool(reasoning), truncated_reasoning=False, stray_close_tag=False
     )
-    assert token_split(completion, usage_reasoning, split) == expected
+    tokens = token_split(completion, usage_reasoning, split)
+    assert tokens[:2] == expected
+    assert (tokens.source, tokens.adjusted) == (source, adjusted)
 
 
 def test_a_late_close_tag_moves_the_first_answer_token() -> None:
@@ -142,3 +148,81 @@ def test_smoke_and_bench_count_a_reply_alike(fake_openai_server: Any, reasoning_
     assert (smoke.split.thought, smoke.split.truncated_reasoning) == (bench.thought, bench.truncated_reasoning)
     assert smoke.finish_reason == bench.finish_reason == "stop"
     assert (smoke.timings.first_answer_token_s is None) == (bench.first_answer_token_s is None)
+
+
+def _reasoning_only(acc: StreamAccumulator, usage_reasoning: int, completion: int = 64) -> None:
+    """What the tiny vLLM sent in auto mode: every token in the reasoning field, cut by max_tokens,
+    while usage claimed only part of them were reasoning."""
+    acc.feed([chunk({"reasoning": f"tok{i} "}) for i in range(completion)], T0 + 0.1)
+    usage = {
+        "prompt_tokens": 9,
+        "completion_tokens": completion,
+        "completion_tokens_details": {"reasoning_tokens": usage_reasoning},
+    }
+    acc.feed([chunk({}, finish="length"), chunk(usage=usage), DONE], T0 + 0.2)
+
+
+@pytest.mark.parametrize("mode", ["auto", "long", "short"])
+@pytest.mark.parametrize("usage_reasoning", [0, 39, 46])
+def test_no_answer_text_means_no_answer_tokens_whatever_usage_says(mode: str, usage_reasoning: int) -> None:
+    acc = StreamAccumulator(T0, mode)
+    _reasoning_only(acc, usage_reasoning)
+    reply = acc.reply(end_t=T0 + 0.2)
+    assert reply.split.answer == "" and reply.split.truncated_reasoning  # cut off while thinking
+    assert (reply.reasoning_tokens, reply.answer_tokens) == (64, 0)
+    assert reply.token_split_source == "text" and reply.token_split_adjusted
+    assert reply.reasoning_path == "reasoning"
+
+
+def test_short_mode_cut_off_inside_a_think_block_the_model_opened() -> None:
+    """What the tiny vLLM did in short mode: the prompt closed the block, the random model wrote
+    `<think>` and never closed it; usage said 0 reasoning tokens. It was flagged "truncated
+    reasoning" with 0 reasoning tokens and all its tokens counted as answer."""
+    acc = StreamAccumulator(T0, "short")
+    acc.feed([chunk({"content": "word "}), chunk({"content": "<think>"}), chunk({"content": "more"})], T0 + 0.1)
+    usage = {"prompt_tokens": 5, "completion_tokens": 64, "completion_tokens_details": {"reasoning_tokens": 0}}
+    acc.feed([chunk({}, finish="length"), chunk(usage=usage), DONE], T0 + 0.2)
+    reply = acc.reply(end_t=T0 + 0.2)
+    assert reply.split.truncated_reasoning and reply.split.answer == ""
+    assert (reply.reasoning_tokens, reply.answer_tokens) == (64, 0)
+    assert reply.token_split_adjusted and reply.reasoning_path == "think_tags"
+
+
+def test_usage_that_agrees_with_the_text_is_used_unadjusted() -> None:
+    acc = StreamAccumulator(T0, "auto")
+    _reasoning_only(acc, usage_reasoning=64)
+    reply = acc.reply(end_t=T0 + 0.2)
+    assert (reply.reasoning_tokens, reply.answer_tokens) == (64, 0)
+    assert reply.token_split_source == "usage" and not reply.token_split_adjusted
+
+
+def test_usage_that_leaves_a_received_answer_no_tokens_is_not_trusted() -> None:
+    acc = StreamAccumulator(T0, "long")
+    acc.feed([chunk({"reasoning_content": "hmm"}), chunk({"content": "12"})], T0 + 0.2)
+    usage = {"prompt_tokens": 5, "completion_tokens": 10, "completion_tokens_details": {"reasoning_tokens": 10}}
+    acc.feed([chunk({}, finish="stop"), chunk(usage=usage), DONE], T0 + 0.3)
+    reply = acc.reply(end_t=T0 + 0.3)
+    # Both texts came and usage's split contradicts them: left to /tokenize, and said.
+    assert (reply.reasoning_tokens, reply.answer_tokens, reply.token_split_source) == (None, None, None)
+    assert reply.token_split_adjusted and reply.reasoning_path == "reasoning_content"
+
+
+@pytest.mark.parametrize(
+    ("mode", "content", "path"),
+    [("auto", ["<think>", "a b", "</think>", "answer"], "think_tags"), ("short", ["answer"], None)],
+)
+def test_the_reasoning_path_is_recorded(mode: str, content: list[str], path: str | None) -> None:
+    acc = StreamAccumulator(T0, mode)
+    acc.feed([chunk({"content": c}) for c in content], T0 + 0.1)
+    acc.feed([chunk({}, finish="stop"), DONE], T0 + 0.2)
+    assert acc.reply(end_t=T0 + 0.2).reasoning_path == path
+
+
+def test_an_answer_cut_by_max_tokens_is_not_cut_off_while_thinking() -> None:
+    acc = StreamAccumulator(T0, "short")
+    acc.feed([chunk({"content": "The answer is"})], T0 + 0.1)
+    usage = {"prompt_tokens": 5, "completion_tokens": 3, "completion_tokens_details": {"reasoning_tokens": 0}}
+    acc.feed([chunk({}, finish="length"), chunk(usage=usage), DONE], T0 + 0.2)
+    reply = acc.reply(end_t=T0 + 0.2)
+    assert not reply.split.truncated_reasoning
+    assert (reply.reasoning_tokens, reply.answer_tokens, reply.token_split_adjusted) == (0, 3, False)

@@ -45,3 +45,39 @@ def test_redact_url(url: str, expected: str) -> None:
 )
 def test_is_loopback(url: str, local: bool) -> None:
     assert is_loopback(url) is local
+
+
+# -- issue 11: a URL no endpoint has is a usage error, and never shows its credentials ----------
+
+
+@pytest.mark.parametrize(
+    ("url", "phrase"),
+    [
+        ("http://[::1", "not a valid URL"),
+        ("http://h:99999", "not a valid URL"),
+        ("http://h:port", "not a valid URL"),
+        ("ftp://h/x", "not ftp"),
+        ("file:///etc/passwd", "not file"),
+        ("127.0.0.1:8000", "http:// or https://"),
+        ("http://", "no host"),
+        ("http://user:pw-4711@h:8000", "credentials in the URL"),
+        ("https://token-4711@h", "credentials in the URL"),
+        ("http://user:pw-4711@[::1", "not a valid URL"),
+    ],
+)
+def test_urls_no_endpoint_has_are_usage_errors(url: str, phrase: str) -> None:
+    from r4b_deploy.client.urls import check_endpoint_url
+    from r4b_deploy.errors import UsageError
+
+    with pytest.raises(UsageError) as info:
+        check_endpoint_url(url)
+    text = f"{info.value.message} {info.value.fix}"
+    assert phrase in text
+    assert "4711" not in text
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8000", "https://h.example/v1", "http://[::1]:8000/", "HTTP://h"])
+def test_endpoint_urls_pass(url: str) -> None:
+    from r4b_deploy.client.urls import check_endpoint_url
+
+    assert check_endpoint_url(url) == url

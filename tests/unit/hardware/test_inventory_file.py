@@ -133,6 +133,10 @@ def _gpu(**fields: object) -> dict:
         ({"source": "nvml", "gpus": [_gpu(memory_free_bytes=2**64)]}, "memory_free_bytes"),
         ({"source": "nvml", "gpus": [_gpu(index=10**300)]}, "index"),
         ({"source": "nvml", "gpus": [_gpu(compute_capability="9" * 4000 + ".0")]}, "compute_capability"),
+        # The planner chooses the vLLM release by the driver: a version it cannot compare is the file's fault.
+        ({"source": "nvml", "driver_version": "banana", "gpus": [_gpu()]}, "driver_version"),
+        ({"source": "nvml", "driver_version": "5" * 5000, "gpus": [_gpu()]}, "driver_version"),
+        ({"source": "nvml", "cuda_driver_version": "twelve", "gpus": [_gpu()]}, "cuda_driver_version"),
     ],
 )
 def test_hostile_file_is_a_usage_error(content: object, match: str, tmp_path: Path) -> None:

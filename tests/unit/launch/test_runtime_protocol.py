@@ -17,7 +17,7 @@ from r4b_deploy.planning.planner import make_plan
 from r4b_deploy.render.deployment import write_deployment
 from r4b_deploy.render.options import RenderOptions
 
-STEPS = ("build", "start", "is_alive", "logs", "save_failure_log", "stop", "status")
+STEPS = ("build", "start", "running_endpoint", "is_alive", "logs", "save_failure_log", "stop", "status")
 
 
 def test_the_factory_makes_each_runtime_by_name_without_connecting() -> None:

@@ -16,7 +16,8 @@ import pytest
 import yaml
 
 from r4b_deploy.planning import memory as mem
-from r4b_deploy.planning.memory import DeviceMemory, ModelNumbers, memory_model
+from r4b_deploy.planning.coefficients import memory_model
+from r4b_deploy.planning.memory import DeviceMemory, ModelNumbers
 from r4b_deploy.planning.plan import MemoryBreakdown, VllmSettings
 
 FIXTURE = Path(__file__).parents[2] / "fixtures" / "vllm_startup_logs.yaml"

@@ -10,7 +10,7 @@ from planning_helpers import GIB, gpu
 
 from r4b_deploy.errors import ConfigError
 from r4b_deploy.planning import memory as mem
-from r4b_deploy.planning.memory import load_memory_model_file, memory_model
+from r4b_deploy.planning.coefficients import load_memory_model_file, memory_model
 from r4b_deploy.planning.plan import VllmSettings
 from r4b_deploy.spec import model_spec
 

@@ -7,7 +7,7 @@ from planning_helpers import same
 
 from r4b_deploy.errors import ExitCode, UsageError
 from r4b_deploy.planning import memory
-from r4b_deploy.planning.memory import memory_model
+from r4b_deploy.planning.coefficients import memory_model
 from r4b_deploy.planning.plan import MIN_GPU_MEMORY_UTILIZATION, PlanRequest
 from r4b_deploy.planning.planner import make_plan
 from r4b_deploy.spec import model_spec

@@ -12,7 +12,7 @@ from planning_helpers import flag_value, plan_args
 from r4b_deploy.errors import InfeasibleError
 from r4b_deploy.hardware.catalog import catalog, inventory_from_catalog
 from r4b_deploy.launch.args import CONTAINER_PORT
-from r4b_deploy.planning.memory import memory_model
+from r4b_deploy.planning.coefficients import memory_model
 from r4b_deploy.planning.plan import Plan, PlanRequest
 from r4b_deploy.planning.planner import make_plan
 from r4b_deploy.spec import model_spec
@@ -113,7 +113,7 @@ def check_invariants(plan: Plan) -> None:
     assert flag_value(args, "--limit-mm-per-prompt") == json.dumps(
         {"image": v.images_per_prompt, "video": 0}, separators=(",", ":")
     )
-    assert flag_value(args, "--reasoning-parser") == SPEC.thinking.reasoning_parser
+    assert flag_value(args, "--reasoning-parser") == SPEC.reasoning_parser
     assert not any("key" in a.lower() for a in args)
     # Exactly one tier is marked chosen, and it is the plan's profile.
     assert [t.name for t in plan.tiers if t.chosen] == [plan.profile]

@@ -10,7 +10,8 @@ import pytest
 from planning_helpers import GB, GIB, MIB, gpu, inventory, plan_args, same
 
 from r4b_deploy.errors import ExitCode, InfeasibleError, UsageError
-from r4b_deploy.planning.memory import gib_to_bytes, memory_model
+from r4b_deploy.planning.coefficients import memory_model
+from r4b_deploy.planning.memory import gib_to_bytes
 from r4b_deploy.planning.plan import PlanRequest
 from r4b_deploy.planning.planner import make_plan
 

@@ -30,7 +30,7 @@ def test_rehearsal_args() -> None:
     assert "--enforce-eager" in args
     assert json.loads(flag_value(args, "--limit-mm-per-prompt")) == {"image": 2, "video": 0}
     assert flag_value(args, "--limit-mm-per-prompt") == '{"image":2,"video":0}'
-    assert flag_value(args, "--reasoning-parser") == model_spec().thinking.reasoning_parser
+    assert flag_value(args, "--reasoning-parser") == model_spec().reasoning_parser
     assert args[-4:] == ["--host", "0.0.0.0", "--port", "8000"]
     assert "--gpu-memory-utilization" not in args
     assert "--tensor-parallel-size" not in args
@@ -42,9 +42,26 @@ def test_rehearsal_plan_fields() -> None:
     assert plan.rehearsal and plan.profile == "rehearsal"
     assert plan.gpus == [] and plan.gpu_indices == []
     assert plan.inventory_source == "rehearsal"
-    assert plan.memory.kv_tokens == 0 and plan.memory.budget_bytes == 0
+    assert plan.memory.budget_bytes == 0 and plan.memory.weights_bytes == 0  # no GPU terms
     assert any("VLLM_CPU_KVCACHE_SPACE" in r for r in plan.reasons)
     assert plan.vllm.max_num_batched_tokens >= plan.vllm.max_model_len
+
+
+def test_rehearsal_plan_predicts_the_cpu_builds_kv_tokens() -> None:
+    """The CPU build's KV cache is VLLM_CPU_KVCACHE_SPACE GiB in 128-token blocks of the tiny model's
+    KV bytes per token (2 x layers x KV heads x head_dim x 2 B): what its log reports (2,097,152 tokens)."""
+    from r4b_deploy.rehearsal.tiny_model import TEXT
+
+    plan = make_plan(PlanRequest(rehearsal=True))
+    per_token = 2 * TEXT["num_hidden_layers"] * TEXT["num_key_value_heads"] * TEXT["head_dim"] * 2
+    space = int(VLLM_YAML["rehearsal"]["env"]["VLLM_CPU_KVCACHE_SPACE"]) * 1024**3
+    assert plan.memory.kv_bytes_per_token == per_token == 512
+    assert plan.memory.kv_cache_bytes == space
+    assert plan.memory.kv_tokens == space // per_token == 2_097_152
+    assert plan.memory.max_concurrency == plan.memory.kv_tokens / plan.vllm.max_model_len
+    # A length that is not a whole number of blocks: vLLM counts whole-block requests x the length.
+    short = make_plan(PlanRequest(rehearsal=True, max_model_len=1000)).memory
+    assert short.max_concurrency == space // per_token // 128 / 8 and short.kv_tokens == 2048 * 1000
 
 
 def test_profile_rehearsal_is_the_rehearsal() -> None:

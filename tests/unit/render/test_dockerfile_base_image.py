@@ -18,8 +18,10 @@ from render_plans import golden_cases
 from support import REPO_ROOT
 from test_render_dockerfile import instructions
 
+from r4b_deploy.deployment import DOCKERFILE_NAME
 from r4b_deploy.pins import gpu_pins
-from r4b_deploy.render.deployment import DOCKERFILE_NAME, VENV_DIR, render_files
+from r4b_deploy.render.deployment import render_files
+from r4b_deploy.render.dockerfile import VENV_DIR
 from r4b_deploy.render.options import RenderOptions
 
 BASE_IMAGE_FILE = REPO_ROOT / "profiles" / "base-image.yaml"

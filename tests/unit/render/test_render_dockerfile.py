@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 from render_plans import golden_cases, heavy_plan, light_plan, make_ca_bundle, make_wheelhouse, rehearsal_plan
 
+from r4b_deploy.deployment import DOCKERFILE_NAME, DOCKERIGNORE_NAME
 from r4b_deploy.pins import gpu_pins, rehearsal_profile
-from r4b_deploy.render.deployment import DOCKERFILE_NAME, DOCKERIGNORE_NAME, render_files, write_deployment
+from r4b_deploy.render.deployment import render_files, write_deployment
 from r4b_deploy.render.options import RenderOptions
 
 KNOWN = {"FROM", "RUN", "COPY", "ENV", "LABEL", "EXPOSE", "HEALTHCHECK", "ENTRYPOINT", "CMD", "ARG", "WORKDIR", "USER"}
