@@ -23,15 +23,11 @@ from r4b_deploy.cli.options import FiniteFloatRange, bench_gate_options
 from r4b_deploy.client.wire import REQUEST_TIMEOUT_MAX_S
 
 if TYPE_CHECKING:
-    from rich.table import Table
-
-    from r4b_deploy.bench.report import BenchReport, LevelResult
+    from r4b_deploy.bench.report import BenchReport
     from r4b_deploy.bench.runner import BenchConfig, BenchProgress
+    from r4b_deploy.bench.slo import SloGate
 
 _STDOUT = "-"
-_PLAIN_WIDTH = 130  # console width when not a terminal
-_MS_TWO_DECIMALS_BELOW = 10.0  # 3 significant figures: 8.48, 84.8, 848
-_MS_ONE_DECIMAL_BELOW = 100.0
 
 
 def _mode_choices() -> list[str]:
@@ -239,7 +235,9 @@ def command(
     report = report.model_copy(update={"slo": results})
     _write(report, json_path, markdown_path, chart_path, detailed)
     _write_ci_outputs(report, html_path, junit_path)
-    _print_summary(report, stderr=to_stdout)
+    from r4b_deploy.cli.bench_summary import print_summary
+
+    print_summary(report, stderr=to_stdout)
     if not report.slo_passed:
         errors_failed = any(r.metric == ERROR_RATE_METRIC and not r.passed for r in results)
         raise CheckFailed(
@@ -252,7 +250,7 @@ def command(
         )
 
 
-def _check_mode_gates(gates: list, modes: list[str]) -> None:
+def _check_mode_gates(gates: list[SloGate], modes: list[str]) -> None:
     """A per-mode gate (`short:p95_ttft_ms=300`) whose mode the sweep does not run is a usage error
     before any load is sent, not a failed gate after it."""
     from r4b_deploy.bench.workload import modes_for
@@ -349,119 +347,6 @@ def _run_with_progress(config: BenchConfig, *, show: bool, stderr: bool) -> Benc
 
     with progress:
         return run_bench(config, on_progress=on_progress)
-
-
-def _ms(value: float | None) -> str:
-    """A latency for an 80-column table: 3 significant figures, no more than it needs."""
-    if value is None:
-        return "–"
-    if value < _MS_TWO_DECIMALS_BELOW:
-        return f"{value:.2f}"
-    if value < _MS_ONE_DECIMAL_BELOW:
-        return f"{value:.1f}"
-    return f"{value:,.0f}"
-
-
-def _fmt(value: float | None, digits: int = 1) -> str:
-    return "–" if value is None else f"{value:,.{digits}f}"
-
-
-def _load(lv: LevelResult) -> str:
-    """The load of a level in a few characters: c=16 (in flight), 4/s (Poisson rate), ≤8 (a cap)."""
-    load = lv.load
-    if load.kind == "concurrency":
-        return f"c={load.concurrency}"
-    rate = "inf" if load.request_rate == math.inf else f"{load.request_rate:g}"
-    return f"{rate}/s" + (f"≤{load.max_concurrency}" if load.max_concurrency else "")
-
-
-def _table(title: str, columns: tuple[str, ...], left: int) -> Table:
-    """A borderless table: two spaces between columns, none at the edges (80 columns hold it)."""
-    from rich import box
-    from rich.table import Table
-
-    table = Table(
-        title=title, title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 0, 0, 1), pad_edge=False, show_edge=False
-    )
-    for i, name in enumerate(columns):
-        table.add_column(name, justify="left" if i < left else "right", no_wrap=True)
-    return table
-
-
-def _print_summary(report: BenchReport, *, stderr: bool) -> None:
-    """Two tables that fit an 80-column terminal (two-line headers, ms to 3 figures), then the
-    errors, warnings and gates. Every figure, TPOT and ITL percentiles included, is in the JSON."""
-    from rich.markup import escape
-
-    from r4b_deploy.bench.slo import format_value
-    from r4b_deploy.cli.output import console
-
-    con = console(stderr=stderr)
-    if not con.is_terminal:
-        con.width = max(con.width, _PLAIN_WIDTH)  # logs and pipes: no wrapping at 80 columns
-    con.print(f"bench: {escape(report.model_id)} at {escape(report.base_url)}", soft_wrap=True)
-    several = len({lv.mode for lv in report.levels}) > 1
-    lead = ("mode", "load") if several else ("load",)
-    table = _table(
-        "throughput and latency (ms)",
-        (*lead, "ok", "fail", "req/s", "out\ntok/s", "TTFT\np50", "TTFT\np95", "TPOT\np50", "E2E\np95"),
-        len(lead),
-    )
-    for lv in report.levels:
-        m = lv.metrics
-        table.add_row(
-            *((escape(lv.mode), _load(lv)) if several else (_load(lv),)),
-            str(m.completed),
-            f"[bold red]{m.failed}[/]" if m.failed else "0",
-            _fmt(m.request_throughput, 2),
-            _fmt(m.output_throughput),
-            _ms(m.ttft.median),
-            _ms(m.ttft.percentiles.get("p95")),
-            _ms(m.tpot.median),
-            _ms(m.e2el.percentiles.get("p95")),
-        )
-    con.print(table)
-    modes = _table(
-        "thinking per mode (token means; 1st ans: time to first output token)",
-        ("mode", "load", "ok", "thought", "reason\ntok", "answer\ntok", "cut off\nthinking", "1st ans\np50",
-         "1st ans\np95"),
-        2,
-    )  # fmt: skip
-    for lv in report.levels:
-        for mm in lv.metrics.modes.values():
-            first = mm.time_to_first_answer
-            modes.add_row(
-                escape(mm.mode),
-                _load(lv),
-                str(mm.completed),
-                _share(mm.thought_fraction),
-                _fmt(mm.mean_reasoning_tokens, 0),
-                _fmt(mm.mean_answer_tokens, 0),
-                _share(mm.cut_off_thinking_rate),
-                _ms(first.median),
-                _ms(first.percentiles.get("p95")),
-            )
-    con.print(modes)
-    con.print("c=N: N requests in flight; R/s: Poisson arrivals; TPOT excludes the first token", style="dim")
-    for lv in report.levels:
-        if lv.metrics.errors_by_kind:
-            kinds = ", ".join(f"{k} {n}" for k, n in lv.metrics.errors_by_kind.items())
-            con.print(f"{escape(lv.label)}: errors: {kinds}")
-            for sample in lv.metrics.error_samples[:2]:
-                con.print(f"  {escape(sample)}")
-    for warning in report.warnings:
-        con.print(f"[yellow]warning:[/] {escape(warning)}")
-    failed = [s for s in report.slo if not s.passed]
-    if failed:
-        for s in failed:
-            con.print(f"[bold red]FAIL[/] {escape(s.gate)} at {escape(s.level)}: {format_value(s.value)}")
-    else:
-        gates = sorted({s.gate for s in report.slo})
-        con.print(f"[green]all {len(gates)} gate(s) held at every level[/] ({escape(', '.join(gates))})")
-
-
-def _share(value: float | None) -> str:
-    return "–" if value is None else f"{value:.0%}"
 
 
 def _html_name() -> str:

@@ -113,11 +113,11 @@ def test_the_summary_tables_fit_80_columns(monkeypatch: pytest.MonkeyPatch) -> N
     from rich.console import Console
 
     import r4b_deploy.cli.output as output
-    from r4b_deploy.cli.bench import _print_summary
+    from r4b_deploy.cli.bench_summary import print_summary
 
     buf = io.StringIO()
     monkeypatch.setattr(output, "console", lambda stderr=False: Console(file=buf, width=80, force_terminal=True))
-    _print_summary(_wide_report(), stderr=False)
+    print_summary(_wide_report(), stderr=False)
     text = buf.getvalue()
     import re
 
