@@ -17,6 +17,7 @@ class ExitCode(IntEnum):
     INFEASIBLE = 3  # the hardware cannot serve the model as asked (shortfall stated)
     USAGE = 4  # bad option, bad value, malformed profile or input file
     LAUNCH_FAILED = 5  # build failed, container exited, health timeout
+    INCONCLUSIVE = 6  # a bench gate neither held nor broke beyond noise: more runs would decide it
     INTERNAL = 70  # a bug in r4b-deploy: rerun with --debug and report it
     INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
     TERMINATED = 143  # SIGTERM: a cancelled CI job, a service manager (128 + SIGTERM)
@@ -70,6 +71,12 @@ class CheckFailed(R4BError):
     """A smoke check, SLO gate or doctor check failed; the report says which."""
 
     exit_code = ExitCode.CHECK_FAILED
+
+
+class GateInconclusive(R4BError):
+    """A bench gate's confidence interval straddles its limit: no breach shown, no pass either."""
+
+    exit_code = ExitCode.INCONCLUSIVE
 
 
 class Terminated(KeyboardInterrupt):

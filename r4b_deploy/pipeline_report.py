@@ -119,9 +119,13 @@ def write_bench(report: BenchReport, report_dir: Path, warnings: list[str]) -> l
 
 def gate_failures(results: list[SloResult]) -> list[str]:
     """The failed gates, one line each, worded as `bench` words them."""
-    from r4b_deploy.bench.slo import violations_line
+    from r4b_deploy.bench.slo import inconclusive_line, violations_line
 
-    return [violations_line([r]) for r in results if not r.passed]
+    return [
+        violations_line([r]) if r.verdict == "fail" else f"inconclusive: {inconclusive_line([r])}"
+        for r in results
+        if not r.passed
+    ]
 
 
 def bench_summary(report: BenchReport) -> list[dict[str, Any]]:

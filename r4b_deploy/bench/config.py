@@ -4,12 +4,14 @@ longest it can take (`time_bound_s`), apart from running it (`bench/runner.py`).
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from r4b_deploy.bench.schedule import LEVEL_MAX_S, LoadLevel, arrival_offsets_s, interarrival_gaps_s, sweep_levels
 from r4b_deploy.bench.workload import (
+    CALIBRATION_CALLS,
     DEFAULT_IMAGE_SIZE_PX,
     DEFAULT_PROMPT_WORDS,
     ModeChoice,
@@ -54,6 +56,13 @@ class BenchConfig(BaseModel):
     image_size_px: tuple[int, int] = DEFAULT_IMAGE_SIZE_PX
     timeout_s: float = Field(default=DEFAULT_TIMEOUT_S, gt=0, le=REQUEST_TIMEOUT_MAX_S)  # per request, in all
     seed: int = 0
+    repeat: int = Field(default=1, ge=1)  # each (mode, level) point runs this many times (--repeat)
+    # Prompt size in the server's tokens (--input-len): the words per prompt are sized with /tokenize
+    # before the load (bench/workload.py calibrate_prompt_words); None: `prompt_words` as given.
+    input_len: int | None = Field(default=None, gt=0)
+    # Built-in prompt sets (bench/prompts.py), swept as an axis outside the modes: [] the synthetic words.
+    prompt_sets: list[str] = []
+    dataset: Path | None = None  # --dataset FILE.jsonl: the user's requests replayed (bench/dataset.py)
 
     @model_validator(mode="before")
     @classmethod
@@ -84,6 +93,25 @@ class BenchConfig(BaseModel):
             raise ValueError("request rates must be > 0 (inf: all at once)")
         return v
 
+    @field_validator("prompt_sets")
+    @classmethod
+    def _known_prompt_sets(cls, v: list[str]) -> list[str]:
+        from r4b_deploy.bench.prompts import PROMPT_SETS
+
+        unknown = [name for name in v if name not in PROMPT_SETS]
+        if unknown:
+            raise ValueError(f"unknown prompt set {unknown[0]!r} (known: {', '.join(PROMPT_SETS)})")
+        return list(dict.fromkeys(v))
+
+    @model_validator(mode="after")
+    def _one_prompt_source(self) -> BenchConfig:
+        """Prompts come from one place: a dataset, a built-in set, or synthetic words (sized or not)."""
+        if self.dataset is not None and self.prompt_sets:
+            raise ValueError("prompt sets and a dataset exclude each other")
+        if self.input_len is not None and (self.dataset is not None or self.prompt_sets or self.workload != "text"):
+            raise ValueError("input len sizes the synthetic text prompts: not a dataset, a prompt set or images")
+        return self
+
     def levels(self) -> list[LoadLevel]:
         return sweep_levels(
             self.concurrencies, self.request_rates, self.burstiness, self.max_concurrency, DEFAULT_CONCURRENCIES
@@ -94,8 +122,39 @@ class BenchConfig(BaseModel):
         levels = self.levels()
         return [(mode, level) for mode in self.modes for level in levels]
 
-    def workload_spec(self, mode: str) -> WorkloadSpec:
+    def prompt_axis(self) -> list[str | None]:
+        """The prompt sets swept, outermost: each set gets the whole mode × level sweep."""
+        return list(self.prompt_sets) or [None]
+
+    def points(self) -> list[tuple[str | None, str, LoadLevel]]:
+        """Every (prompt set, mode, level) point of the run, in running order."""
+        return [(prompts, mode, level) for prompts in self.prompt_axis() for mode, level in self.sweep()]
+
+    def largest_max_tokens(self) -> int:
+        """The largest max_tokens any request asks for (a replayed line may name its own)."""
+        lines = [r.max_tokens for r in self.dataset_requests() if r.max_tokens] if self.dataset else []
+        return max([self.max_tokens, *lines])
+
+    def dataset_requests(self) -> list:
+        from r4b_deploy.bench.dataset import load_dataset_once
+
+        return load_dataset_once(self.dataset) if self.dataset is not None else []
+
+    def workload_label(self) -> str:
+        """What the requests were, for the report: the kind and where the prompts came from."""
+        if self.dataset is not None:
+            return f"dataset {self.dataset.name} ({len(self.dataset_requests())} requests)"
+        if self.prompt_sets:
+            return f"{self.workload}, prompts {','.join(self.prompt_sets)}"
+        if self.input_len is not None and self.workload == "text":
+            return f"text, {self.input_len} tokens in"
+        return self.workload
+
+    def workload_spec(self, mode: str, prompt_set: str | None = None) -> WorkloadSpec:
         return WorkloadSpec(
+            prompt_set=prompt_set,
+            text_task=self.input_len is None,
+            dataset=self.dataset_requests() if self.dataset is not None else None,
             model=self.model,
             kind=self.workload,
             mode=mode,
@@ -146,7 +205,9 @@ class BenchConfig(BaseModel):
         In duration mode the /tokenize counting after a level adds one `timeout_s` per
         TOKENIZE_CONCURRENCY replies it counts (only replies that completed)."""
         preflight_and_warmup = (2 if self.warmup_requests else 1) * self.timeout_s
-        return preflight_and_warmup + sum(self.level_time_bound_s(level) for _, level in self.sweep())
+        levels_s = sum(self.level_time_bound_s(level) for _, level in self.sweep()) * len(self.prompt_axis())
+        sizing_s = CALIBRATION_CALLS * len(self.modes) * self.timeout_s if self.input_len is not None else 0.0
+        return preflight_and_warmup + sizing_s + self.repeat * levels_s
 
     def request_budget(self, level: LoadLevel) -> int | None:
         """Requests to send at `level`; None in duration mode (send until the time is up)."""

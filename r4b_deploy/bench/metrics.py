@@ -11,7 +11,8 @@ Ours on top: time to first answer token (`time_to_first_answer`: the first conte
 the reasoning, what other tools call time to first output token), reasoning and answer tokens
 per thinking mode with where their split came from, the share of replies cut off while still
 thinking (`cut_off_thinking_rate`: the token limit hit inside the think block, no answer at
-all), and failures counted by kind.
+all), the share of replies that arrived in one burst (`burst_rate`, see `burst_reply`), and
+failures counted by kind.
 """
 
 from __future__ import annotations
@@ -37,6 +38,19 @@ CUT_OFF_RATE = "cut_off_thinking_rate"
 STATS: tuple[str, ...] = ("mean", "median", "std", *(f"p{p}" for p in PERCENTILES))
 ERROR_SAMPLES_MAX = 5
 MS_PER_S = 1000.0
+BURST_RATE = "burst_rate"
+# A reply "arrived in one burst" when its tokens were held back and came out together (a proxy
+# that buffers the stream, a server starved of CPU writing the whole reply at once, a client
+# that could not read): its TTFT is then the time to the whole reply and its TPOT and ITLs are
+# the client parsing chunks it already had, not decoding. Seen on a 2-core machine: p50 TTFT
+# 9-17 ms in one run and 276-514 ms in the next, identical runs, TPOT 0.01 ms.
+BURST_GAP_S = 0.0005  # a gap below it is parsing, not a decode step (R-4B's is >= 2 ms on an H200)
+BURST_GAP_SHARE = 0.5  # "most gaps": more than this share of a reply's gaps below BURST_GAP_S
+# "TTFT ≈ E2E": the first token came after this share of the reply's time. Half, not nearly all:
+# parsing 64 chunks at 25 µs each is 1.6 ms after a 9 ms TTFT (85 %); a server sending several
+# tokens per step has gaps near zero too, but its first token comes early.
+BURST_TTFT_SHARE = 0.5
+BURST_MIN_GAPS = 3  # a shorter stream cannot tell a burst from a fast short answer
 
 
 class Distribution(BaseModel):
@@ -83,6 +97,10 @@ class ModeMetrics(BaseModel):
     cut_off_thinking_rate: float | None  # truncated_reasoning / completed
     split_adjusted: int  # replies whose usage split contradicted the text (counted from the text)
     reasoning_paths: dict[str, int]  # where the reasoning came from: field name or "think_tags"
+    burst_replies: int = 0  # completed replies that arrived in one burst (`burst_reply`)
+    burst_rate: float | None = None  # burst_replies / completed: their latencies are not the server's
+    mean_input_tokens: float | None = None  # usage.prompt_tokens: what the server counted, template included
+    median_input_tokens: float | None = None
     mean_ttft_ms: float | None
     mean_first_answer_token_ms: float | None
     median_first_answer_token_ms: float | None
@@ -101,6 +119,9 @@ class ModeMetrics(BaseModel):
             CUT_OFF_RATE: self.cut_off_thinking_rate,
             "mean_reasoning_tokens": self.mean_reasoning_tokens,
             "mean_answer_tokens": self.mean_answer_tokens,
+            "mean_input_tokens": self.mean_input_tokens,
+            "median_input_tokens": self.median_input_tokens,
+            BURST_RATE: self.burst_rate,
         }
         out.update(_flat_distributions(self, MODE_DISTRIBUTIONS))
         return out
@@ -114,6 +135,8 @@ class LevelMetrics(BaseModel):
     failed: int
     duration_s: float
     total_input_tokens: int
+    mean_input_tokens: float | None = None  # per completed request, as the server counted (usage.prompt_tokens)
+    median_input_tokens: float | None = None
     total_output_tokens: int
     total_reasoning_tokens: int
     total_answer_tokens: int
@@ -130,6 +153,8 @@ class LevelMetrics(BaseModel):
     split_adjusted: int  # replies whose usage split contradicted the text received
     token_split_sources: dict[str, int]  # "usage", "text", "tokenize" -> replies (unknown ones left out)
     reasoning_paths: dict[str, int]  # "reasoning", "reasoning_content", "think_tags" -> replies
+    burst_replies: int = 0  # completed replies that arrived in one burst (`burst_reply`)
+    burst_rate: float | None = None  # burst_replies / completed (None: none completed)
     ttft: Distribution
     tpot: Distribution
     itl: Distribution
@@ -146,6 +171,8 @@ class LevelMetrics(BaseModel):
             "failed": self.failed,
             "duration": self.duration_s,
             "total_input_tokens": self.total_input_tokens,
+            "mean_input_tokens": self.mean_input_tokens,
+            "median_input_tokens": self.median_input_tokens,
             "total_output_tokens": self.total_output_tokens,
             "request_throughput": self.request_throughput,
             "output_throughput": self.output_throughput,
@@ -159,6 +186,8 @@ class LevelMetrics(BaseModel):
         out["truncated_reasoning"] = self.truncated_reasoning
         out[CUT_OFF_RATE] = self.cut_off_thinking_rate
         out["split_adjusted"] = self.split_adjusted
+        out["burst_replies"] = self.burst_replies
+        out[BURST_RATE] = self.burst_rate
         return out
 
 
@@ -223,6 +252,19 @@ def tpot_s(record: RequestRecord) -> float | None:
     return (record.latency_s - record.ttft_s) / (record.output_tokens - 1)
 
 
+def burst_reply(record: RequestRecord) -> bool:
+    """Did this reply arrive in one burst: most gaps between its chunks near zero, and its first
+    token at (nearly) the end? Both, so that a server streaming several tokens per step (most
+    gaps zero, TTFT short) or a long prefill before a short answer (TTFT ≈ E2E, real gaps) is
+    not one."""
+    gaps = record.itl_s
+    if not record.success or record.ttft_s is None or len(gaps) < BURST_MIN_GAPS:
+        return False
+    if record.ttft_s < BURST_TTFT_SHARE * record.latency_s:  # the cheap test first: most replies stop here
+        return False
+    return sum(1 for gap in gaps if gap < BURST_GAP_S) > BURST_GAP_SHARE * len(gaps)
+
+
 def _peak_concurrency(records: Sequence[RequestRecord]) -> int:
     events: list[tuple[float, int]] = []
     for r in records:
@@ -249,6 +291,7 @@ def _mode_metrics(mode: str, records: list[RequestRecord]) -> ModeMetrics:
     thought = [r.thought for r in done if r.thought is not None]
     ttfts = [r.ttft_s * MS_PER_S for r in done if r.ttft_s is not None]
     cut_off = sum(1 for r in done if r.truncated_reasoning)
+    bursts = sum(1 for r in done if burst_reply(r))
     return ModeMetrics(
         mode=mode,
         requests=len(records),
@@ -265,6 +308,9 @@ def _mode_metrics(mode: str, records: list[RequestRecord]) -> ModeMetrics:
         cut_off_thinking_rate=cut_off / len(done) if done else None,
         split_adjusted=sum(1 for r in done if r.split_adjusted),
         reasoning_paths=_counts(r.reasoning_path for r in done),
+        burst_replies=bursts,
+        burst_rate=bursts / len(done) if done else None,
+        **_input_tokens(done),
         mean_ttft_ms=_mean(ttfts),
         mean_first_answer_token_ms=_mean(first_answer),
         median_first_answer_token_ms=percentile(first_answer, MEDIAN_PERCENTILE) if first_answer else None,
@@ -273,6 +319,15 @@ def _mode_metrics(mode: str, records: list[RequestRecord]) -> ModeMetrics:
         e2el=distribution(r.latency_s for r in done),
         time_to_first_answer=distribution(first_answer_s),
     )
+
+
+def _input_tokens(done: list[RequestRecord]) -> dict[str, float | None]:
+    """Mean and median prompt tokens as the server counted them (requests without usage left out)."""
+    counts = [r.prompt_tokens for r in done if r.prompt_tokens is not None]
+    return {
+        "mean_input_tokens": _mean(counts),
+        "median_input_tokens": percentile(counts, MEDIAN_PERCENTILE) if counts else None,
+    }
 
 
 def _counts(values: Iterable[str | None]) -> dict[str, int]:
@@ -302,12 +357,15 @@ def compute_metrics(records: Sequence[RequestRecord], duration_s: float) -> Leve
     itls = array("d")  # 8 bytes a gap: a level has one per token of every request
     for r in done:
         itls.extend(r.itl_s)
+    mode_metrics = {mode: _mode_metrics(mode, recs) for mode, recs in sorted(modes.items())}
+    bursts = sum(mm.burst_replies for mm in mode_metrics.values())
     return LevelMetrics(
         num_prompts=len(records),
         completed=len(done),
         failed=len(failed),
         duration_s=duration_s,
         total_input_tokens=input_tokens,
+        **_input_tokens(done),
         total_output_tokens=output_tokens,
         total_reasoning_tokens=sum(r.reasoning_tokens or 0 for r in done),
         total_answer_tokens=sum(r.answer_tokens or 0 for r in done),
@@ -324,12 +382,14 @@ def compute_metrics(records: Sequence[RequestRecord], duration_s: float) -> Leve
         split_adjusted=sum(1 for r in done if r.split_adjusted),
         token_split_sources=_counts(r.token_split_source for r in done),
         reasoning_paths=_counts(r.reasoning_path for r in done),
+        burst_replies=bursts,
+        burst_rate=bursts / len(done) if done else None,
         ttft=distribution(r.ttft_s for r in done if r.ttft_s is not None),
         tpot=distribution(t for r in done if (t := tpot_s(r)) is not None),
         itl=distribution(itls),
         e2el=distribution(r.latency_s for r in done),
         time_to_first_answer=distribution(r.first_answer_token_s for r in done if r.first_answer_token_s is not None),
-        modes={mode: _mode_metrics(mode, recs) for mode, recs in sorted(modes.items())},
+        modes=mode_metrics,
     )
 
 

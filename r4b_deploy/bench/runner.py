@@ -22,6 +22,7 @@ from r4b_deploy.bench.config import BenchConfig
 from r4b_deploy.bench.metrics import compute_metrics
 from r4b_deploy.bench.report import BenchReport, LevelResult
 from r4b_deploy.bench.schedule import LEVEL_MAX_S, LoadLevel
+from r4b_deploy.bench.trust import level_warnings
 from r4b_deploy.bench.workload import PreparedRequest, prepare_requests
 from r4b_deploy.client.records import RequestRecord
 from r4b_deploy.errors import EnvironmentProblem, UsageError
@@ -32,7 +33,6 @@ if TYPE_CHECKING:
     from r4b_deploy.client.aio import ChatOutcome
 
 PROGRESS_INTERVAL_S = 0.1  # on_progress is called at most this often (plus at phase ends)
-CLIENT_CPU_WARN_FRACTION = 0.8  # of one core: above it the client may have capped the figures
 DATE_FORMAT = "%Y%m%d-%H%M%S"  # vLLM's
 # Warm-up failures that no amount of load would change: raise instead of running the sweep.
 _FATAL_KINDS = ("connection", "http_401", "http_404")
@@ -69,11 +69,17 @@ class _Run:
         self.shown_url = redact_url(config.base_url)  # for messages and the report: no user:password@
         self.api_key = config.api_key.get_secret_value() if config.api_key else None
         self.headers = auth_headers(self.api_key)
-        self.stream_max_bytes = stream_max_bytes(config.max_tokens)
+        self.stream_max_bytes = stream_max_bytes(config.largest_max_tokens())
         # One pool per --mode; all built before the load starts (bodies are serialised ahead).
-        self.pools = {mode: prepare_requests(config.workload_spec(mode)) for mode in config.modes}
+        # Keyed by (prompt set, mode): `prompt_set` is the set the current level draws from.
+        self.pools = {
+            (prompts, mode): prepare_requests(config.workload_spec(mode, prompts))
+            for prompts in config.prompt_axis()
+            for mode in config.modes
+        }
+        self.prompt_set: str | None = config.prompt_axis()[0]
         self.levels = levels
-        self.points = len(levels) * len(config.modes)  # levels of the whole sweep
+        self.points = len(config.points())  # levels of the whole sweep
         self.on_progress = on_progress
         self.clock_zero = time.perf_counter()
         self.session: aiohttp.ClientSession | None = None
@@ -89,7 +95,7 @@ class _Run:
             self.on_progress(snapshot)
 
     def take_request(self, mode: str) -> PreparedRequest:
-        pool = self.pools[mode]
+        pool = self.pools[(self.prompt_set, mode)]
         req = pool[self.next_index % len(pool)]
         self.next_index += 1
         return req
@@ -154,19 +160,27 @@ async def _run(config: BenchConfig, on_progress: ProgressCallback | None, levels
     async with open_session(max_connections, config.timeout_s) as session:
         run.session = session
         warnings += await _preflight(run)
+        if config.input_len is not None:
+            run.pools = await asyncio.to_thread(_sized_pools, run)
         warmup_failed = await _warmup(run)
         results = []
-        for index, (mode, level) in enumerate(config.sweep()):
-            results.append(await _run_level(run, index, mode, level))
+        for index, (prompt_set, mode, level) in enumerate(config.points()):
+            run.prompt_set = prompt_set
+            runs = [await _run_level(run, index, mode, level) for _ in range(config.repeat)]
+            results.append(runs[0] if len(runs) == 1 else merge_runs(runs))
     for result in results:
-        warnings += _level_warnings(result)
+        warnings += level_warnings(result)
     if warmup_failed:
         warnings.append(f"{warmup_failed} of {config.warmup_requests} warm-up requests failed")
+    if config.prompt_sets:
+        from r4b_deploy.bench.prompts import plumbing_note
+
+        warnings.append(plumbing_note(config.prompt_sets))
     return BenchReport(
         date=date,
         base_url=run.shown_url,
         model_id=config.model,
-        workload=config.workload,
+        workload=config.workload_label(),
         mode=",".join(config.modes),
         max_tokens=config.max_tokens,
         ignore_eos=config.ignore_eos,
@@ -176,6 +190,7 @@ async def _run(config: BenchConfig, on_progress: ProgressCallback | None, levels
         warmup_failed=warmup_failed,
         levels=results,
         warnings=warnings,
+        repeat=config.repeat,
     )
 
 
@@ -246,14 +261,44 @@ async def _warmup(run: _Run) -> int:
     return len(failed)
 
 
-def level_label(config: BenchConfig, mode: str, level: LoadLevel) -> str:
-    """The level's name in tables and gates: its load, and its mode when the sweep has several."""
-    return f"{mode}, {level.label}" if len(config.modes) > 1 else level.label
+def level_label(config: BenchConfig, mode: str, level: LoadLevel, prompt_set: str | None = None) -> str:
+    """The level's name in tables and gates: its load, and its mode and prompt set when the sweep has several."""
+    label = f"{mode}, {level.label}" if len(config.modes) > 1 else level.label
+    return f"{prompt_set}, {label}" if prompt_set and len(config.prompt_sets) > 1 else label
+
+
+def _sized_pools(run: _Run) -> dict[tuple[str | None, str], list[PreparedRequest]]:
+    """--input-len: the text pools rebuilt with prompts sized in the server's tokens, from a few
+    /tokenize calls per mode (the mode's chat template is part of the prompt), before any load."""
+    from r4b_deploy.bench.workload import calibrate_prompt_words, modes_for
+    from r4b_deploy.client.errors import ClientError
+    from r4b_deploy.client.http import EndpointClient
+
+    cfg = run.config
+    assert cfg.input_len is not None
+    pools = {}
+    with EndpointClient(cfg.base_url, run.api_key, cfg.timeout_s, cfg.model) as client:
+        for mode in cfg.modes:
+            spec = cfg.workload_spec(mode)
+            sent_mode = modes_for(mode)[0]  # type: ignore[arg-type]  # mix: the template of its first mode
+
+            def count(messages: list[dict], sent_mode: str = sent_mode) -> int:
+                return client.tokenize(messages=messages, mode=sent_mode)
+
+            try:
+                words = calibrate_prompt_words(spec, cfg.input_len, count)
+            except ClientError as exc:
+                raise EnvironmentProblem(
+                    f"cannot size prompts to --input-len {cfg.input_len}: POST /tokenize at {run.shown_url}: {exc}",
+                    fix="pass --prompt-words N instead (for a server without /tokenize)",
+                ) from None
+            pools[(None, mode)] = prepare_requests(spec.model_copy(update={"prompt_words": words}))
+    return pools
 
 
 async def _run_level(run: _Run, index: int, mode: str, level: LoadLevel) -> LevelResult:
     cfg = run.config
-    label = level_label(cfg, mode, level)
+    label = level_label(cfg, mode, level, run.prompt_set)
     budget = cfg.request_budget(level)
     outcomes: list[ChatOutcome] = []
     counts = {"done": 0, "failed": 0}
@@ -285,6 +330,7 @@ async def _run_level(run: _Run, index: int, mode: str, level: LoadLevel) -> Leve
         load=level,
         label=label,
         mode=mode,
+        prompt_set=run.prompt_set,
         metrics=compute_metrics(records, duration_s),
         client_cpu_s=cpu_s,
         client_cpu_fraction=cpu_s / duration_s if duration_s > 0 else 0.0,
@@ -380,25 +426,24 @@ async def _count_answers(
     return records, len(pending)
 
 
-def _level_warnings(result: LevelResult) -> list[str]:
-    m = result.metrics
-    out: list[str] = []
-    if result.client_cpu_fraction > CLIENT_CPU_WARN_FRACTION:
-        out.append(
-            f"{result.label}: the client used {result.client_cpu_fraction:.0%} of a core; "
-            "the load generator may have limited these figures"
-        )
-    if m.missing_usage:
-        out.append(
-            f"{result.label}: {m.missing_usage} replies carried no usage, so their tokens are not counted "
-            "(the server ignored stream_options.include_usage)"
-        )
-    if m.split_adjusted:
-        out.append(
-            f"{result.label}: {m.split_adjusted} replies' usage (completion_tokens_details.reasoning_tokens) "
-            "disagreed with the text received; their tokens were counted from the text"
-        )
-    unknown = sum(mm.split_unknown for mm in m.modes.values()) - m.missing_usage
-    if unknown > 0:
-        out.append(f"{result.label}: {unknown} answers could not be counted apart from reasoning (/tokenize failed)")
-    return out
+def merge_runs(runs: list[LevelResult]) -> LevelResult:
+    """The `--repeat` runs of one level as one level: metrics over all their requests (throughput
+    over their summed durations), the records kept run by run (`runs`) for the gates' intervals."""
+    from r4b_deploy.bench.confidence import RunSlice
+
+    records = [rec for r in runs for rec in r.records]
+    duration_s = sum(r.metrics.duration_s for r in runs)
+    cpu_s = sum(r.client_cpu_s for r in runs)
+    first = runs[0]
+    return LevelResult(
+        load=first.load,
+        label=first.label,
+        mode=first.mode,
+        prompt_set=first.prompt_set,
+        metrics=compute_metrics(records, duration_s),
+        client_cpu_s=cpu_s,
+        client_cpu_fraction=max(r.client_cpu_fraction for r in runs),  # the warning is about the worst run
+        tokenize_calls=sum(r.tokenize_calls for r in runs),
+        records=records,
+        runs=[RunSlice(requests=len(r.records), duration_s=r.metrics.duration_s) for r in runs],
+    )

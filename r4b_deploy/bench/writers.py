@@ -51,6 +51,7 @@ def level_json(report: BenchReport, level: LevelResult, detailed: bool = False) 
             "label": level.label,
             "workload": report.workload,
             "thinking_mode": level.mode or report.mode,
+            "prompt_set": level.prompt_set,  # --prompts: the built-in set this level drew from (else null)
             "max_tokens": report.max_tokens,
             "ignore_eos": report.ignore_eos,
             "token_split_sources": m.token_split_sources,
@@ -88,6 +89,7 @@ def result_json(report: BenchReport, detailed: bool = False) -> dict[str, Any]:
         "max_tokens": report.max_tokens,
         "ignore_eos": report.ignore_eos,
         "seed": report.seed,
+        "repeat": report.repeat,  # runs per level (--repeat): the gates' intervals span them
         "timeout_s": report.timeout_s,
         "warmup_requests": report.warmup_requests,
         "warmup_failed": report.warmup_failed,
@@ -165,9 +167,11 @@ def render_markdown(report: BenchReport) -> str:
         samples = {s for lv in failures for s in lv.metrics.error_samples}
         lines += ["", *(f"- `{s}`" for s in sorted(samples))]
     if report.slo:
-        lines += ["", "## SLO gates", "", "| gate | level | value | result |", "|---|---|---|---|"]
+        lines += ["", "## SLO gates", "", "| gate | level | value | interval | result |", "|---|---|---|---|---|"]
+        shown = {"pass": "pass", "fail": "**FAIL**", "inconclusive": "*inconclusive*"}
         for s in report.slo:
-            lines.append(f"| `{s.gate}` | {s.level} | {format_value(s.value)} | {'pass' if s.passed else '**FAIL**'} |")
+            interval = "–" if s.ci_low is None else f"{format_value(s.ci_low)} – {format_value(s.ci_high)}"
+            lines.append(f"| `{s.gate}` | {s.level} | {format_value(s.value)} | {interval} | {shown[s.verdict]} |")
     if report.warnings:
         lines += ["", "## Warnings", "", *(f"- {w}" for w in report.warnings)]
     lines += [

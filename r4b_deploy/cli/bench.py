@@ -2,8 +2,9 @@
 
 Options become a BenchConfig and one `run_bench` call; this module only parses, shows
 progress, writes the requested files and prints the summary. Exit codes: 0 all gates held;
-1 (CheckFailed) an SLO gate failed, or more requests failed than --max-error-rate allows
-(default 0: any failed request fails the run); 2 nothing answers at the URL, the server
+1 (CheckFailed) an SLO gate failed (its whole confidence interval breaks it), or more requests
+failed than --max-error-rate allows (default 0: any failed request fails the run); 6
+(GateInconclusive) a gate's interval straddles its limit and none failed; 2 nothing answers at the URL, the server
 rejected the API key (a wrong key is a property of the endpoint, not of the measurement), or
 every warm-up request failed; 4 a bad option, an unknown SLO metric, or a model the server
 does not serve. Results are written before the exit code is decided.
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING
 import click
 
 from r4b_deploy.bench.schedule import LEVEL_MAX_S
+from r4b_deploy.cli.bench_prompts import prompt_config, prompt_options
 from r4b_deploy.cli.endpoint import endpoint_options, resolve_endpoint
 from r4b_deploy.cli.options import FiniteFloatRange, bench_gate_options
 from r4b_deploy.client.wire import REQUEST_TIMEOUT_MAX_S
@@ -117,7 +119,11 @@ def _split_modes(ctx: click.Context, param: click.Parameter, values: tuple[str, 
 @click.option("--ignore-eos", is_flag=True, help="Generate exactly --max-tokens (vLLM extension).")
 @click.option("--temperature", type=FiniteFloatRange(min=0), help="Sampling temperature (default: the server's).")
 @click.option(
-    "--prompt-words", type=click.IntRange(min=1), default=48, show_default=True, help="Words per text prompt."
+    "--prompt-words",
+    type=click.IntRange(min=1),
+    default=48,
+    show_default=True,
+    help="Words per text prompt (tokens vary by tokenizer: --input-len sizes prompts in tokens).",
 )
 @click.option(
     "--timeout",
@@ -146,6 +152,27 @@ def _split_modes(ctx: click.Context, param: click.Parameter, values: tuple[str, 
 )
 @click.option("--detailed", is_flag=True, help="Add per-request lists to the JSON (as vLLM's detailed mode).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option(
+    "--repeat",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Run each level N times: gates judge a confidence interval over runs and requests (exit 6: inconclusive).",
+)
+@click.option(
+    "--baseline",
+    "baseline_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="An earlier bench --json of the same workload: gate on regressions from it.",
+)
+@click.option(
+    "--regression-tolerance",
+    "regression_tolerances",
+    multiple=True,
+    metavar="[METRIC=]PCT%",
+    help="How far a metric may move against --baseline (default 10%), e.g. 5% or p95_ttft_ms=20% (repeatable).",
+)
+@prompt_options
 def command(
     url: str | None,
     deployment_dir: Path | None,
@@ -177,6 +204,10 @@ def command(
     junit_path: Path | None,
     detailed: bool,
     no_progress: bool,
+    repeat: int,
+    baseline_path: Path | None,
+    regression_tolerances: tuple[str, ...],
+    prompt_source: dict,
 ) -> None:
     """Measure throughput and latency of a running R-4B endpoint, per load level and thinking mode.
 
@@ -221,13 +252,17 @@ def command(
         "prompt_words": prompt_words,
         "timeout_s": timeout_s,
         "seed": seed,
+        "repeat": repeat,
     }
     if model:
         options["model"] = model
     if api_key:
         options["api_key"] = SecretStr(api_key)
+    options.update(prompt_config(prompt_source, workload))
     config = _config(options)
     _check_mode_gates(gates, config.modes)
+    baseline = _baseline_gates(baseline_path, regression_tolerances, config)
+    gates += baseline[1] if baseline else []
 
     to_stdout = json_path == _STDOUT
     report = _run_with_progress(config, show=not no_progress, stderr=to_stdout)
@@ -238,7 +273,11 @@ def command(
     from r4b_deploy.cli.bench_summary import print_summary
 
     print_summary(report, stderr=to_stdout)
-    if not report.slo_passed:
+    if baseline is not None and baseline_path is not None:
+        from r4b_deploy.bench.baseline import check_prompt_tokens
+
+        check_prompt_tokens(baseline[0], report, baseline_path)
+    if report.slo_failed:
         errors_failed = any(r.metric == ERROR_RATE_METRIC and not r.passed for r in results)
         raise CheckFailed(
             f"benchmark gates failed: {violations_line(results)}",
@@ -248,6 +287,31 @@ def command(
                 else "the table above has every level's figures"
             ),
         )
+    if not report.slo_passed:
+        from r4b_deploy.bench.slo import inconclusive_line
+        from r4b_deploy.errors import GateInconclusive
+
+        raise GateInconclusive(
+            f"benchmark gates inconclusive: {inconclusive_line(results)}",
+            fix="rerun with more runs (--repeat N) or more requests per level (--requests N)",
+        )
+
+
+def _baseline_gates(
+    path: Path | None, tolerances: tuple[str, ...], config: BenchConfig
+) -> tuple[dict, list[SloGate]] | None:
+    """The baseline (refused before any load when its workload differs) and its regression gates."""
+    from r4b_deploy.bench.baseline import check_workload, load_baseline, parse_tolerances, regression_gates
+    from r4b_deploy.errors import UsageError
+
+    if path is None:
+        if tolerances:
+            raise UsageError("--regression-tolerance needs --baseline FILE", fix="add --baseline FILE or drop it")
+        return None
+    parsed = parse_tolerances(tolerances)
+    data = load_baseline(path)
+    check_workload(data, config, path)
+    return data, regression_gates(data, parsed)
 
 
 def _check_mode_gates(gates: list[SloGate], modes: list[str]) -> None:

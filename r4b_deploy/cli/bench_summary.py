@@ -33,12 +33,14 @@ def _fmt(value: float | None, digits: int = 1) -> str:
 
 
 def _load(lv: LevelResult) -> str:
-    """The load of a level in a few characters: c=16 (in flight), 4/s (Poisson rate), ≤8 (a cap)."""
+    """The load of a level in a few characters: c=16 (in flight), 4/s (Poisson rate), ≤8 (a cap);
+    after its prompt set when it has one (`--prompts`: hard c=4)."""
     load = lv.load
+    prompts = f"{lv.prompt_set} " if lv.prompt_set else ""
     if load.kind == "concurrency":
-        return f"c={load.concurrency}"
+        return f"{prompts}c={load.concurrency}"
     rate = "inf" if load.request_rate == math.inf else f"{load.request_rate:g}"
-    return f"{rate}/s" + (f"≤{load.max_concurrency}" if load.max_concurrency else "")
+    return f"{prompts}{rate}/s" + (f"≤{load.max_concurrency}" if load.max_concurrency else "")
 
 
 def _table(title: str, columns: tuple[str, ...], left: int) -> Table:
@@ -120,7 +122,9 @@ def print_summary(report: BenchReport, *, stderr: bool) -> None:
     failed = [s for s in report.slo if not s.passed]
     if failed:
         for s in failed:
-            con.print(f"[bold red]FAIL[/] {escape(s.gate)} at {escape(s.level)}: {format_value(s.value)}")
+            tag = "[bold red]FAIL[/]" if s.verdict == "fail" else "[bold yellow]INCONCLUSIVE[/]"
+            interval = f" ({format_value(s.ci_low)}..{format_value(s.ci_high)})" if s.ci_low is not None else ""
+            con.print(f"{tag} {escape(s.gate)} at {escape(s.level)}: {format_value(s.value)}{interval}")
     else:
         gates = sorted({s.gate for s in report.slo})
         con.print(f"[green]all {len(gates)} gate(s) held at every level[/] ({escape(', '.join(gates))})")

@@ -76,3 +76,40 @@ def large_image_url() -> str:
 def known_colour_image_url() -> str:
     """A solid image of KNOWN_COLOUR_NAME: a working model names the colour."""
     return png_data_url(solid_png(*KNOWN_IMAGE_SIZE_PX, KNOWN_COLOUR_RGB))
+
+
+def png_from_rows(width: int, height: int, rows_rgb: list[bytes]) -> bytes:
+    """A PNG from `height` rows of `width` × 3 bytes each: for pictures whose rows differ (charts)."""
+    if width <= 0 or height != len(rows_rgb) or any(len(r) != width * 3 for r in rows_rgb):
+        raise ValueError(f"bad image geometry {width}x{height} for {len(rows_rgb)} rows")
+    header = struct.pack(">IIBBBBB", width, height, _BIT_DEPTH, _COLOUR_TYPE_RGB, 0, 0, 0)
+    raw = b"".join(_FILTER_NONE + row for row in rows_rgb)
+    return _PNG_SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(raw, 6)) + _chunk(b"IEND", b"")
+
+
+CHART_BACKGROUND_RGB: RGB = (255, 255, 255)
+CHART_GRID_RGB: RGB = (200, 200, 200)
+CHART_BAR_RGB: RGB = (30, 90, 200)
+CHART_MAX_VALUE = 10  # grid lines at every unit up to this: a bar's value is counted off the grid
+
+
+def bar_chart_png(values: list[int], width: int, height: int) -> bytes:
+    """A bar chart on a unit grid (a horizontal line at every value 1..CHART_MAX_VALUE): a model
+    that reads the chart can state each bar's value, so a question can ask to combine them."""
+    if not values or any(not 0 < v <= CHART_MAX_VALUE for v in values):
+        raise ValueError(f"bar values must be 1..{CHART_MAX_VALUE}, got {values}")
+    unit_px = height // (CHART_MAX_VALUE + 1)
+    slot_px = width // len(values)
+    bar_px = slot_px * 2 // 3  # bars two thirds of their slot: gaps keep them apart
+    background, grid, bar = bytes(CHART_BACKGROUND_RGB), bytes(CHART_GRID_RGB), bytes(CHART_BAR_RGB)
+    rows: list[bytes] = []
+    made: dict[tuple[bool, tuple[bool, ...]], bytes] = {}  # few distinct rows: built once each
+    for y in range(height):
+        above_px = height - 1 - y
+        fill = grid if above_px % unit_px == 0 else background
+        key = (fill is grid, tuple(above_px < v * unit_px for v in values))
+        if key not in made:
+            slots = [(bar * bar_px if inside else fill * bar_px) + fill * (slot_px - bar_px) for inside in key[1]]
+            made[key] = b"".join(slots) + fill * (width - slot_px * len(values))
+        rows.append(made[key])
+    return png_from_rows(width, height, rows)

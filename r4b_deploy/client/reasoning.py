@@ -188,7 +188,7 @@ class _TagScanner:
         return ReasoningSplit(
             reasoning=reasoning,
             answer=answer,
-            thought=bool(reasoning),
+            thought=bool(reasoning) or truncated,  # cut off inside a think block, even an empty one: thinking
             truncated_reasoning=truncated,
             stray_close_tag=self.stray or self.close_tag in answer,
         )

@@ -104,7 +104,7 @@ def token_split(completion_tokens: int | None, usage_reasoning_tokens: int | Non
 def reasoning_path(field: str | None, split: ReasoningSplit) -> ReasoningPath | None:
     """Where the reasoning came from: the server's field, `<think>` tags in the content, or None
     (none came). A vLLM upgrade that renames the field shows here, not as zero reasoning."""
-    if not split.reasoning:
+    if not split.thought:
         return None
     if field in REASONING_FIELDS:
         return field  # type: ignore[return-value]

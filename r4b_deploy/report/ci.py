@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from r4b_deploy.atomic import REPORT_FILE_MODE, write_text_atomic
 
 if TYPE_CHECKING:
-    from r4b_deploy.bench.report import BenchReport
+    from r4b_deploy.bench.report import BenchReport, SloResult
 
 STEP_SUMMARY_VAR = "GITHUB_STEP_SUMMARY"
 # GitHub refuses a step summary over 1 MiB; keep well under it, with a line saying so.
@@ -48,40 +48,30 @@ def append_step_summary(markdown: str, environ: Mapping[str, str] = os.environ) 
     return path
 
 
-def _verdict(result: Any) -> str:
-    """pass / fail / inconclusive: a result's own verdict where it has one, else from `passed`."""
-    verdict = getattr(result, "verdict", None)
-    if verdict in ("pass", "fail", "inconclusive"):
-        return verdict
-    return "pass" if result.passed else "fail"
-
-
 def bench_junit_xml(report: BenchReport) -> str:
-    """One test case per gate per level; an inconclusive gate is an <error> (neither held nor broken)."""
-    from r4b_deploy.bench.slo import format_value, violations_line
+    """One test case per gate per level, its message the figure with its interval; an inconclusive
+    gate is an <error> (neither held nor broken), its message how many runs would decide it."""
+    from r4b_deploy.bench.slo import format_value, inconclusive_line, violations_line
     from r4b_deploy.checks.junit import JUnitCase, junit_document
 
     outcomes = {"pass": "pass", "fail": "fail", "inconclusive": "error"}
     cases = []
     for r in report.slo:
-        verdict = _verdict(r)
-        mode = getattr(r, "mode", None)
-        where = f"{r.level} {mode}" if mode else r.level
-        message = (
-            f"{r.metric} = {format_value(r.value)} at {where} (wanted {r.op} {r.threshold:g})"
-            if verdict != "fail"
-            else violations_line([r])
-        )
-        if verdict == "inconclusive":
-            message = f"inconclusive: {message}"
+        where = f"{r.level} {r.mode}" if r.mode else r.level
+        if r.verdict == "inconclusive":
+            message = f"inconclusive: {inconclusive_line([r])}"
+        elif r.verdict == "fail":
+            message = violations_line([r]) + _interval(r)
+        else:
+            message = f"{r.metric} = {format_value(r.value)} at {where} (wanted {r.op} {r.threshold:g})" + _interval(r)
         cases.append(
             JUnitCase(
                 classname=f"{BENCH_CLASSNAME_PREFIX}.{where}",
                 name=r.gate,
                 time_s=0.0,
-                outcome=outcomes[verdict],  # type: ignore[arg-type]
+                outcome=outcomes[r.verdict],  # type: ignore[arg-type]
                 message=message,
-                failure_type="GateFailed" if verdict == "fail" else "GateInconclusive",
+                failure_type="GateFailed" if r.verdict == "fail" else "GateInconclusive",
             )
         )
     from datetime import datetime, timezone
@@ -99,6 +89,18 @@ def bench_junit_xml(report: BenchReport) -> str:
     ]
     duration_s = sum(lv.metrics.duration_s for lv in report.levels)
     return junit_document(BENCH_SUITE_NAME, cases, time_s=duration_s, timestamp=started, properties=properties)
+
+
+def _interval(result: SloResult) -> str:
+    """The gate's interval as "; 95% interval 412..538 over 3 runs"; "" when judged without one."""
+    from r4b_deploy.bench.slo import format_value
+
+    if result.ci_low is None or result.ci_high is None or result.confidence is None:
+        return ""
+    runs = f"{result.runs} run{'s' if result.runs != 1 else ''}"
+    return (
+        f"; {result.confidence:.0%} interval {format_value(result.ci_low)}..{format_value(result.ci_high)} over {runs}"
+    )
 
 
 def write_bench_junit(report: BenchReport, path: Path) -> Path:

@@ -46,7 +46,8 @@ HEADLINE_KEYS = (
     "p95_tpot_ms",
     "p95_e2el_ms",
     "cut_off_thinking_rate",
-    "client_cpu_fraction",
+    "client_cpu_fraction",  # the two figures that say whether the others can be trusted
+    "burst_rate",
 )
 LATENCY_CHARTS = (
     ("ttft", "TTFT (ms)"),
@@ -54,6 +55,9 @@ LATENCY_CHARTS = (
     ("first_answer_token", "time to first answer token (ms)"),
     ("tpot", "TPOT (ms)"),
 )
+# A gate's columns in reading order (verdict, what, the figure and its interval); the rest follow.
+GATE_KEYS = ("verdict", "gate", "level", "value", "ci_low", "ci_high", "confidence", "runs", "runs_to_decide")
+GATE_REDUNDANT_KEYS = ("passed",)  # `verdict` says it, and an inconclusive gate is not "passed: no"
 THROUGHPUT_KEY = "output_throughput"
 MODE_COST_PARTS = (("mean_reasoning_tokens", "reasoning tokens"), ("mean_answer_tokens", "answer tokens"))
 
@@ -82,7 +86,9 @@ class Section:
     notes: list[str] = field(default_factory=list)
     tables: list[Table] = field(default_factory=list)
     charts: list[Any] = field(default_factory=list)  # trusted SVG markup
-    items: list[str] = field(default_factory=list)  # warnings, error samples
+    items: list[str] = field(default_factory=list)  # reasons, failed gates, error samples
+    # What makes the section's own figures doubtful: shown first, before any figure.
+    warnings: list[str] = field(default_factory=list)
 
 
 def display(value: Any) -> str:
@@ -137,14 +143,23 @@ def key_value_table(caption: str, data: dict[str, Any], prefix: str = "") -> Tab
     return Table(caption, ["", "value"], [[Cell(k), _cell(prefix + k, v)] for k, v in flat.items()])
 
 
-def records_table(caption: str, records: list[dict[str, Any]], prefix: str, compact: bool = False) -> Table:
-    """A list of flat-ish dicts (checks, gates, tiers) as rows; columns are the union of keys.
-    `compact`: a nested dict stays one column, its figures written "key value; ..." (a check's
-    figures differ from check to check: one column each would be mostly empty)."""
+def records_table(
+    caption: str,
+    records: list[dict[str, Any]],
+    prefix: str,
+    compact: bool = False,
+    first: tuple[str, ...] = (),
+    drop: tuple[str, ...] = (),
+) -> Table:
+    """A list of flat-ish dicts (checks, gates, tiers) as rows; columns are the union of keys,
+    `first` leading, `drop` and those with no value in any row left out. `compact`: a nested
+    dict stays one column, its figures written "key value; ..." (a check's figures differ from
+    check to check: one column each would be mostly empty)."""
     rows = [{k: _compact(v) for k, v in r.items()} if compact else flatten(r) for r in records]
-    head: list[str] = []
+    head: list[str] = [k for k in first if any(k in row for row in rows)]
     for row in rows:
-        head += [k for k in row if k not in head]
+        head += [k for k in row if k not in head and k not in drop]
+    head = [k for k in head if any(row.get(k) is not None for row in rows)]  # no column of dashes only
     body = [[_cell(f"{prefix}.{i}.{k}", row.get(k)) for k in head] for i, row in enumerate(rows)]
     return Table(caption, head, body)
 
@@ -183,7 +198,8 @@ def plan_section(plan: dict[str, Any]) -> Section:
         section.tables.append(records_table("GPUs", plan["gpus"], "plan.gpus"))
     if plan.get("tiers"):
         section.tables.append(records_table("tiers on this hardware", plan["tiers"], "plan.tiers"))
-    section.items = [*plan.get("reasons", []), *(f"warning: {w}" for w in plan.get("warnings", []))]
+    section.items = list(plan.get("reasons", []))
+    section.warnings = list(plan.get("warnings", []))
     return section
 
 
@@ -240,14 +256,39 @@ def bench_sections(bench: dict[str, Any]) -> list[Section]:
                 )
             )
     run.charts = latency_charts(levels) + mode_cost_charts(levels)
-    run.items = [f"warning: {w}" for w in bench.get("warnings", [])]
+    run.warnings = list(bench.get("warnings", []))
     sections = [run]
     if gates:
-        verdict = "pass" if bench.get("slo_passed") else "fail"
-        if any(g.get("verdict") == "inconclusive" for g in gates) and verdict == "pass":
-            verdict = "inconclusive"
-        sections.append(Section("gates", "Gates", verdict=verdict, tables=[records_table("gates", gates, "slo")]))
+        sections.append(gates_section(gates))
     return sections
+
+
+def gate_verdict(gate: dict[str, Any]) -> str:
+    """pass / fail / inconclusive: the gate's own verdict, or its `passed` (a result from before
+    verdicts existed)."""
+    verdict = gate.get("verdict")
+    if verdict in ("pass", "fail", "inconclusive"):
+        return str(verdict)
+    return "pass" if gate.get("passed") else "fail"
+
+
+def gates_section(gates: list[dict[str, Any]]) -> Section:
+    """Each gate's verdict beside its figure and interval; what a failed or undecided gate means,
+    in the words the terminal uses (bench/slo.py)."""
+    from r4b_deploy.bench.report import SloResult
+    from r4b_deploy.bench.slo import inconclusive_line, violations_line
+
+    verdicts = [gate_verdict(g) for g in gates]
+    verdict = "fail" if "fail" in verdicts else "inconclusive" if "inconclusive" in verdicts else "pass"
+    drop = GATE_REDUNDANT_KEYS if all("verdict" in g for g in gates) else ()
+    section = Section("gates", "Gates", verdict=verdict)
+    section.tables = [records_table("gates", gates, "slo", first=GATE_KEYS, drop=drop)]
+    results = [SloResult.model_validate(g) for g in gates]
+    section.items = [
+        *(f"fail: {violations_line([r])}" for r in results if r.verdict == "fail"),
+        *(f"inconclusive: {inconclusive_line([r])}" for r in results if r.verdict == "inconclusive"),
+    ]
+    return section
 
 
 def latency_charts(levels: list[dict[str, Any]]) -> list[Any]:
@@ -292,7 +333,9 @@ def mode_cost_charts(levels: list[dict[str, Any]]) -> list[Any]:
         for mode, figures in (lv.get(MODES_KEY) or {}).items():
             values = [figures.get(key) for key, _ in MODE_COST_PARTS]
             if any(isinstance(v, int | float) for v in values):
-                rows.append((f"{lv.get('label')} · {mode}", [float(v or 0) for v in values]))
+                label = str(lv.get("label"))
+                name = label if mode in label.split(", ") else f"{label} · {mode}"  # not "auto, c=4 · auto"
+                rows.append((name, [float(v or 0) for v in values]))
     if not rows:
         return []
     parts = [name for _, name in MODE_COST_PARTS]
@@ -310,8 +353,8 @@ def up_section(up: dict[str, Any]) -> Section:
     section.items = [
         *(f"smoke: {line}" for line in up.get("smoke_failures", [])),
         *(f"bench gate: {line}" for line in up.get("bench_gate_failures", [])),
-        *(f"warning: {w}" for w in up.get("warnings", [])),
     ]
+    section.warnings = list(up.get("warnings", []))
     return section
 
 

@@ -20,7 +20,9 @@ HEADROOM = 1.08  # the largest value sits a little below the top edge
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#17becf", "#7f7f7f")
 BAR_HEIGHT_PX = 18
 BAR_GAP_PX = 8
-BAR_LABEL_PX = 150  # room for "c16 · auto" at the left of a bar
+BAR_LABEL_MAX_PX = WIDTH_PX // 2  # the bar labels' column: as wide as its longest label, up to this
+CHAR_PX = 6.5  # about one character of the 11 px sans-serif labels: room to keep for a label
+LABEL_LINE_PX = 13  # a label's height: labels closer than this on both axes would overlap
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,7 @@ def line_chart(title: str, x_label: str, y_label: str, series: list[Series]) -> 
     def sy(y: float) -> float:
         return top + plot_h * (1 - y / y_ticks[-1])
 
+    labels = _Labels()
     out = [_open(title, WIDTH_PX, HEIGHT_PX)]
     for t in y_ticks:
         out.append(f'<line class="grid" x1="{left}" x2="{left + plot_w}" y1="{sy(t):.1f}" y2="{sy(t):.1f}"/>')
@@ -97,7 +100,7 @@ def line_chart(title: str, x_label: str, y_label: str, series: list[Series]) -> 
             circle = f'<circle cx="{sx(p.x):.1f}" cy="{sy(p.y):.1f}" r="3.5" fill="{colour}">'
             out.append(f"{circle}<title>{escape(tip)}</title></circle>")
             if p.label and not s.dashed:
-                out.append(_text(sx(p.x) + 5, sy(p.y) - 6, p.label, "point"))
+                out += labels.place(sx(p.x), sy(p.y), p.label, left + plot_w / 2)
         out.append(_legend_entry(i, s.name, colour, left + 8, top + 8, s.dashed))
     out.append("</svg>")
     return "\n".join(out)
@@ -107,7 +110,8 @@ def stacked_bars(title: str, x_label: str, rows: list[tuple[str, list[float]]], 
     """Horizontal bars, one per row, each split into `parts` (e.g. reasoning then answer tokens)."""
     total = max((sum(values) for _, values in rows), default=0.0)
     x_ticks = _ticks(total)
-    left, top = BAR_LABEL_PX, MARGIN_PX["top"] + 8
+    longest = max((len(name) for name, _ in rows), default=0)
+    left, top = min(BAR_LABEL_MAX_PX, round(longest * CHAR_PX) + 12), MARGIN_PX["top"] + 8
     plot_w = WIDTH_PX - left - MARGIN_PX["right"]
     plot_h = max(len(rows), 1) * (BAR_HEIGHT_PX + BAR_GAP_PX)
     height = top + plot_h + MARGIN_PX["bottom"]
@@ -135,6 +139,24 @@ def stacked_bars(title: str, x_label: str, rows: list[tuple[str, list[float]]], 
         out.append(_legend_entry(i, part, PALETTE[i % len(PALETTE)], WIDTH_PX - 150, 6, False, swatch=True))
     out.append("</svg>")
     return "\n".join(out)
+
+
+class _Labels:
+    """Point labels that do not overwrite each other: a label that would overlap one already
+    written is left out (the point's tooltip still names it); right of the middle, a label goes
+    to the left of its point, so that it stays inside the chart."""
+
+    def __init__(self) -> None:
+        self.boxes: list[tuple[float, float, float]] = []  # x from, x to, baseline y
+
+    def place(self, x: float, y: float, text: str, middle_x: float) -> list[str]:
+        width = len(text) * CHAR_PX
+        start = x + 5 if x <= middle_x else x - 5 - width
+        box = (start, start + width, y - 6)
+        if any(a < box[1] and box[0] < b and abs(base - box[2]) < LABEL_LINE_PX for a, b, base in self.boxes):
+            return []
+        self.boxes.append(box)
+        return [_text(start, box[2], text, "point")]
 
 
 def _text(x: float, y: float, text: str, css: str, anchor: str = "start") -> str:

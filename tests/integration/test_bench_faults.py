@@ -446,3 +446,52 @@ def test_a_per_mode_gate_judges_that_mode_only(capsys, fake_openai_server) -> No
     assert rc == 1
     line = assert_one_line_error(err)
     assert "long:p95_time_to_first_answer_ms" in line and "at concurrency 2" in line
+
+
+def test_a_gate_whose_interval_straddles_its_limit_is_inconclusive_exit_6(capsys, fake_openai_server, tmp_path) -> None:
+    """`--mode mix` replies think or not in turn, and 6 tokens cut the thinking ones off: the cut-off
+    share of a level moves with which requests a resample draws, so a limit at the figure itself
+    can be neither held nor broken."""
+    server = fake_openai_server()
+    common = ["--url", server.url, "--api-key", server.api_key, "--warmup", "0", "--mode", "mix", *SHORT]
+    common += ["--max-tokens", "6"]
+    out_json = tmp_path / "bench.json"
+    rc, _, err = run_cli(capsys, *common, "--slo", "max_cut_off_thinking_rate=1", "--json", str(out_json))
+    assert rc == 0, err
+    (held,) = [g for g in json.loads(out_json.read_text())["slo"] if g["metric"] == "cut_off_thinking_rate"]
+    assert held["verdict"] == "pass" and held["confidence"] == 0.95 and 0 < held["ci_low"] < held["ci_high"]
+    # The fake server cuts off the same share every run: a limit just above it, inside the interval.
+    limit = held["value"] + 0.05
+    rc, _, err = run_cli(
+        capsys, *common, "--repeat", "2", "--slo", f"max_cut_off_thinking_rate={limit!r}", "--json", str(out_json)
+    )
+    assert rc == 6, err
+    line = assert_one_line_error(err)
+    assert "inconclusive" in line and "cut_off_thinking_rate" in line and "--repeat" in line
+    result = json.loads(out_json.read_text())
+    (gate,) = [g for g in result["slo"] if g["metric"] == "cut_off_thinking_rate"]
+    assert gate["verdict"] == "inconclusive" and gate["runs"] == 2 and gate["ci_low"] <= limit < gate["ci_high"]
+    assert result["repeat"] == 2
+    rc, _, err = run_cli(capsys, *common, "--slo", f"max_cut_off_thinking_rate={limit!r}", "--slo", "p95_ttft_ms<=0")
+    assert rc == 1, err  # a gate broken beyond noise outranks an inconclusive one
+
+
+def test_a_baseline_gates_each_level_and_another_workload_is_refused(capsys, fake_openai_server, tmp_path) -> None:
+    server = fake_openai_server()
+    common = ["--url", server.url, "--api-key", server.api_key, "--warmup", "0", *SHORT]
+    base, now = tmp_path / "base.json", tmp_path / "now.json"
+    rc, _, err = run_cli(capsys, *common, "--json", str(base))
+    assert rc == 0, err
+    rc, out, err = run_cli(capsys, *common, "--max-tokens", "16", "--baseline", str(base))
+    assert rc == 4 and out == ""  # refused before any load: nothing measured, nothing printed
+    assert "ran another workload: max_tokens 32 there, 16 here" in assert_one_line_error(err)
+    # Timings on a shared machine move too much to assert a verdict: the gates and their references.
+    rc, _, err = run_cli(
+        capsys, *common, "--baseline", str(base), "--regression-tolerance", "p95_ttft_ms=50%", "--json", str(now)
+    )
+    assert rc in (0, 1, 6), err
+    (level,) = json.loads(base.read_text())["levels"]
+    gates = {g["metric"]: g for g in json.loads(now.read_text())["slo"] if g["baseline"] is not None}
+    assert gates["p95_ttft_ms"]["baseline"] == level["p95_ttft_ms"]
+    assert gates["p95_ttft_ms"]["threshold"] == pytest.approx(1.5 * level["p95_ttft_ms"])
+    assert gates["output_throughput"]["op"] == ">=" and gates["output_throughput"]["ci_low"] is not None

@@ -58,7 +58,7 @@ def test_short_sweep_counts_tokens_from_the_server(vllm_server) -> None:
             if r.thought:
                 assert r.reasoning_path == "think_tags" and r.reasoning_tokens > 0
             else:
-                assert (r.reasoning_tokens, r.answer_tokens) == (0, MAX_TOKENS)
+                assert (r.reasoning_tokens, r.answer_tokens) == (0, MAX_TOKENS), r
             if r.truncated_reasoning:
                 assert r.reasoning_tokens > 0 and r.answer_tokens == 0
         assert m.peak_concurrency <= level.load.concurrency

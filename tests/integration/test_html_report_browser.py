@@ -14,7 +14,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from report_samples import sample_bench, sample_plan, sample_smoke
+from report_samples import sample_plan, sample_smoke, sample_verdicts
 from support import require
 
 from r4b_deploy.bench.writers import write_outputs
@@ -90,7 +90,7 @@ def _shown_matches(text: str, value: float) -> bool:
 @pytest.fixture(scope="module")
 def written(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     folder = tmp_path_factory.mktemp("report")
-    bench = sample_bench()
+    bench = sample_verdicts()  # gates that pass, fail and stay inconclusive, with intervals
     write_outputs(bench, json_path=folder / "bench.json")
     page = write_report_html(
         folder / "report.html",
@@ -135,10 +135,19 @@ def test_every_figure_in_the_dom_is_the_jsons(tmp_path: Path, written: tuple[Pat
                     assert _shown_matches(shown, value), (key, shown, value)
                     compared += 1
     for i, gate in enumerate(data["slo"]):
-        for key in ("threshold", "value"):
+        for key in ("threshold", "value", "ci_low", "ci_high"):
             if gate[key] is not None:
                 assert [json.loads(exact) for exact, _ in parser.cells[f"slo.{i}.{key}"]] == [gate[key]]
     assert compared > 100
+
+
+def test_each_gate_verdict_is_in_the_dom(tmp_path: Path, written: tuple[Path, Path]) -> None:
+    dom = _chromium(tmp_path, written[0], "--dump-dom").stdout
+    verdicts = [gate["verdict"] for gate in json.loads(written[1].read_text())["slo"]]
+    assert {"pass", "fail", "inconclusive"} <= set(verdicts)
+    for verdict in set(verdicts):
+        assert dom.count(f'<td class="{verdict}" data-key="slo.') == verdicts.count(verdict), verdict
+    assert "would likely decide it" in dom  # an inconclusive gate says how many runs would decide it
 
 
 def test_a_screenshot_is_drawn(tmp_path: Path, written: tuple[Path, Path]) -> None:

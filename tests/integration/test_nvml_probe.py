@@ -158,7 +158,8 @@ def test_mig_memory_fallback_is_explained_in_the_notes(nvml_in_process) -> None:
 
 
 def test_memory_not_supported_on_an_unknown_model_is_an_environment_problem(nvml_in_process) -> None:
-    nvml_in_process({"devices": [standin_gpu("NVIDIA B200", 183359, (10, 0), fail={"nvmlDeviceGetMemoryInfo": 3})]})
+    # A name the catalog does not know (B200 was unknown once; it is in the catalog now).
+    nvml_in_process({"devices": [standin_gpu("NVIDIA X9", 183359, (10, 0), fail={"nvmlDeviceGetMemoryInfo": 3})]})
     with pytest.raises(EnvironmentProblem, match="does not know that model") as err:
         probe_inventory()
     assert "--gpu" in (err.value.fix or "")

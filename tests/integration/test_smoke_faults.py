@@ -158,11 +158,11 @@ def test_cli_all_pass_writes_json_and_junit(fake_openai: Any, tmp_path: Path) ->
         api_key=fake_openai.api_key,
     )
     assert_clean(done, ExitCode.OK, fake_openai.api_key)
-    assert "15 passed, 0 failed, 0 skipped" in done.stdout
+    assert "16 passed, 0 failed, 0 skipped" in done.stdout  # 11 protocol + 5 model checks
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["ok"] is True and report["image_prompt_tokens"]["large"] > report["image_prompt_tokens"]["small"]
     suite = ET.parse(tmp_path / "r.xml").getroot().find("testsuite")
-    assert suite.get("tests") == "15" and suite.get("failures") == "0"
+    assert suite.get("tests") == "16" and suite.get("failures") == "0"
     for path in (tmp_path / "r.json", tmp_path / "r.xml"):
         assert fake_openai.api_key not in path.read_text()
 
@@ -171,7 +171,7 @@ def test_cli_json_to_stdout_keeps_the_table_on_stderr(fake_openai: Any) -> None:
     done = cli(["--url", fake_openai.url, "--protocol-only", "--json", "-"], api_key=fake_openai.api_key)
     assert_clean(done, ExitCode.OK, fake_openai.api_key)
     report = json.loads(done.stdout)
-    assert report["protocol_only"] is True and report["skipped"] == 4
+    assert report["protocol_only"] is True and report["skipped"] == 5  # the 5 model checks
     assert "passed" in done.stderr
 
 

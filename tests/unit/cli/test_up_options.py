@@ -37,14 +37,20 @@ def test_sigterm_raises_terminated_inside_up_and_the_handlers_come_back() -> Non
     from r4b_deploy import pipeline_events
     from r4b_deploy.cli.up import _interrupt_flag
 
-    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
-    assert before == (signal.SIG_DFL, signal.default_int_handler)
-    with pytest.raises(Terminated), _interrupt_flag():
-        os.kill(os.getpid(), signal.SIGTERM)
-        time.sleep(5)  # the handler raises as soon as the interpreter sees the signal
-        raise AssertionError("SIGTERM did not stop the block")
-    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
-    assert not pipeline_events._interrupt_requested.is_set()  # cleared on the way out
+    # The defaults, whatever this test run inherited (a CI job started in the background of a
+    # non-interactive shell gets SIGINT ignored, which `up` rightly leaves alone).
+    inherited = signal.signal(signal.SIGTERM, signal.SIG_DFL), signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+        with pytest.raises(Terminated), _interrupt_flag():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler raises as soon as the interpreter sees the signal
+            raise AssertionError("SIGTERM did not stop the block")
+        assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+        assert not pipeline_events._interrupt_requested.is_set()  # cleared on the way out
+    finally:
+        signal.signal(signal.SIGTERM, inherited[0])
+        signal.signal(signal.SIGINT, inherited[1])
 
 
 def test_an_inherited_ignored_sigterm_is_left_alone() -> None:

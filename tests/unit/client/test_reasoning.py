@@ -170,3 +170,11 @@ def test_think_open_at_start_by_mode(mode: str | None, expected: bool | None) ->
 def test_custom_tags() -> None:
     split = split_reasoning("<r>why</r>so", None, "stop", open_tag="<r>", close_tag="</r>")
     assert (split.reasoning, split.answer) == ("why", "so")
+
+
+def test_an_empty_think_block_cut_off_is_thinking_not_an_answer() -> None:
+    """Seen on the tiny vLLM in short mode: `<think>` and whitespace until max_tokens. Its tokens are
+    reasoning, so the flags must say it thought (it was once `thought=False, truncated=True`)."""
+    split = split_reasoning("<think>\n\n   \n", None, "length")
+    assert (split.reasoning, split.answer) == ("", "")
+    assert split.truncated_reasoning and split.thought

@@ -95,3 +95,32 @@ def test_the_dockerfile_templates_are_still_not_escaped() -> None:
     env = environment()
     assert env.autoescape("report/report.html.j2") is True  # type: ignore[operator]
     assert env.autoescape("Dockerfile.j2") is False  # type: ignore[operator]
+
+
+def test_warnings_come_before_the_figures_they_cast_doubt_on() -> None:
+    page = render_report_html(bench=sample_bench())
+    bench = page[page.index('<section id="bench">') :]
+    assert '<ul class="warnings">' in bench
+    assert bench.index('<ul class="warnings">') < bench.index("<svg") < bench.index("<table")
+
+
+def test_point_labels_never_overwrite_each_other_and_stay_in_the_chart() -> None:
+    from r4b_deploy.report import svg
+
+    same_spot = [svg.Series(m, [svg.Point(10.0, 5.0, f"{m}, concurrency 1")]) for m in ("auto", "short")]
+    chart = svg.line_chart("t", "x", "y", same_spot)
+    assert chart.count('class="point"') == 1  # the second is in its point's tooltip only
+    assert "<title>short short, concurrency 1: y 5 at x 10</title>" in chart
+    # At the right edge, a label is written to the left of its point.
+    edge = svg.line_chart("t", "x", "y", [svg.Series("p50", [svg.Point(1.0, 1.0, "a long level label")])])
+    x = float(edge.split('class="point" x="')[1].split('"')[0])
+    assert x + len("a long level label") * svg.CHAR_PX <= svg.WIDTH_PX
+
+
+def test_bar_labels_get_the_room_they_need() -> None:
+    from r4b_deploy.report import svg
+
+    name = "hard, short, rate 0.5/s, max 16 · short"  # wider than the column used to be
+    chart = svg.stacked_bars("t", "tokens", [(name, [3.0, 4.0])], ["reasoning", "answer"])
+    label_x = float(chart.split('text-anchor="end">' + name)[0].rsplit('x="', 1)[1].split('"')[0])
+    assert label_x - len(name) * svg.CHAR_PX >= 0
