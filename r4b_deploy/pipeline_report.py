@@ -38,6 +38,9 @@ HTML_FILE = HTML_NAME
 BENCH_SUMMARY_KEYS = ("completed", "failed", "request_throughput", "output_throughput", "mean_ttft_ms", "p95_ttft_ms")
 
 
+INCONCLUSIVE_PREFIX = "inconclusive: "  # how an undecided gate is worded among the failures
+
+
 class UpReport(BaseModel):
     """What `up` did and where everything is. Never holds the API key: `api_key_file` says where it is."""
 
@@ -73,6 +76,17 @@ class UpReport(BaseModel):
     def ok(self) -> bool:
         """The same verdict `smoke` and `bench` give: every smoke check passed, every bench gate held."""
         return self.smoke_ok is not False and self.bench_error is None and not self.bench_gate_failures
+
+    @property
+    def only_inconclusive(self) -> bool:
+        """Not ok only because some bench gates could not decide (no check or gate failed): `up`
+        then exits as `bench` does for that case, with its own code."""
+        return (
+            not self.ok
+            and self.smoke_ok is not False
+            and self.bench_error is None
+            and all(line.startswith(INCONCLUSIVE_PREFIX) for line in self.bench_gate_failures)
+        )
 
     def problems(self) -> list[str]:
         """One line per failed check or gate (empty when `ok`)."""
@@ -122,7 +136,7 @@ def gate_failures(results: list[SloResult]) -> list[str]:
     from r4b_deploy.bench.slo import inconclusive_line, violations_line
 
     return [
-        violations_line([r]) if r.verdict == "fail" else f"inconclusive: {inconclusive_line([r])}"
+        violations_line([r]) if r.verdict == "fail" else f"{INCONCLUSIVE_PREFIX}{inconclusive_line([r])}"
         for r in results
         if not r.passed
     ]

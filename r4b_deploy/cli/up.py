@@ -204,7 +204,7 @@ def command(
 ) -> None:
     """Plan, render, build, launch, wait for health, smoke and bench, in one go."""
     from r4b_deploy.bench.slo import parse_slo
-    from r4b_deploy.errors import CheckFailed
+    from r4b_deploy.errors import CheckFailed, GateInconclusive
     from r4b_deploy.pipeline import run_up
 
     gates = [parse_slo(s) for s in slos]  # a bad gate is a usage error before anything starts
@@ -241,6 +241,11 @@ def command(
         )
         if report.bench_gate_failures:
             fix += "; --max-error-rate F allows a fraction of failed requests"
+        if report.only_inconclusive:  # bench's rule: a failed gate wins, undecided ones get their own code
+            raise GateInconclusive(
+                f"the endpoint is up, but {len(problems)} bench gate(s) could not decide: {problems[0]}",
+                fix=fix + "; run the bench with more requests or --repeat N",
+            )
         raise CheckFailed(f"the endpoint is up, but {len(problems)} check(s) failed: {problems[0]}", fix=fix)
 
 

@@ -365,3 +365,48 @@ def test_ctrl_c_in_an_up_that_reused_a_running_server_leaves_that_server_up(tmp_
         assert rt.stops == 0 and rt.server is not None
     finally:
         rt.stop(tmp_path)
+
+
+def test_up_exits_as_bench_does_when_its_gates_only_could_not_decide() -> None:
+    """bench exits 6 (inconclusive) when no gate failed but some could not decide; up judges the
+    same gates and must not call that a failure (exit 1), nor a pass."""
+    from r4b_deploy.pipeline_report import INCONCLUSIVE_PREFIX, UpReport
+
+    base = dict(
+        deployment_dir=Path("/d"), report_dir=Path("/d/report"), runtime="process", rehearsal=True,
+        profile="rehearsal", url="http://127.0.0.1:1", served_model_name="r4b", api_key_file=Path("/d/r4b.env"),
+        smoke_ok=True,
+    )  # fmt: skip
+    undecided = f"{INCONCLUSIVE_PREFIX}p95_ttft_ms = 6.4 at concurrency 1, interval 4.4..7.8 straddles <= 4.5"
+    assert UpReport(**base, bench_gate_failures=[undecided]).only_inconclusive
+    failed = "p95_ttft_ms = 9 at concurrency 1 (wanted <= 4.5)"
+    assert not UpReport(**base, bench_gate_failures=[undecided, failed]).only_inconclusive
+    assert not UpReport(**{**base, "smoke_ok": False}, bench_gate_failures=[undecided]).only_inconclusive
+    assert not UpReport(**base).only_inconclusive  # ok: nothing to decide
+
+
+@pytest.mark.parametrize(
+    ("gate_lines", "code"),
+    [
+        (["inconclusive: p95_ttft_ms = 6.4 at concurrency 1, interval 4.4..7.8 straddles <= 4.5"], 6),
+        (["inconclusive: a", "p95_ttft_ms = 9 at concurrency 1 (wanted <= 4.5)"], 1),
+    ],
+)
+def test_the_up_command_exits_6_when_gates_only_could_not_decide(
+    gate_lines: list[str], code: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from r4b_deploy import pipeline
+    from r4b_deploy.cli.main import main
+    from r4b_deploy.errors import ExitCode
+    from r4b_deploy.pipeline_report import UpReport
+
+    def fake_run_up(*args, **kwargs) -> UpReport:  # the CLI's verdict is what is tested here
+        return UpReport(
+            deployment_dir=tmp_path, report_dir=tmp_path / "report", runtime="process", rehearsal=True,
+            profile="rehearsal", url="http://127.0.0.1:1", served_model_name="r4b", api_key_file=tmp_path / "r4b.env",
+            smoke_ok=True, bench="quick", bench_gate_failures=gate_lines,
+        )  # fmt: skip
+
+    monkeypatch.setattr(pipeline, "run_up", fake_run_up)
+    assert ExitCode.INCONCLUSIVE == 6
+    assert main(["up", "--rehearsal", "--runtime", "process", "--out", str(tmp_path / "d"), "--json"]) == code
