@@ -41,7 +41,7 @@ def container_spec(
                 f"the model folder {model!r} {reason}: it becomes a compose volume and a vLLM argument",
                 fix="move or link the model to such a path and give --model that path",
             )
-    command = _container_command(plan, options, model, served_model_name)
+    command = container_command(plan, options, model, served_model_name)
 
     volumes: list[VolumeMount] = []
     if validate.HF_MODEL_ID.fullmatch(model):
@@ -90,8 +90,9 @@ def compose_text(container: ContainerSpec) -> str:
     )
 
 
-def _container_command(plan: Plan, options: RenderOptions, model: str, served_model_name: str) -> list[str]:
-    """The plan's settings as `vllm serve` arguments, listening on the container's port."""
+def container_command(plan: Plan, options: RenderOptions, model: str, served_model_name: str) -> list[str]:
+    """The plan's settings as `vllm serve` arguments, listening on the container's port: the same
+    list for a compose service and a Kubernetes pod (neither may see whitespace, controls or `$`)."""
     command = vllm_serve_args(
         plan.vllm,
         model=model,

@@ -138,21 +138,15 @@ def _probe_budgets() -> dict[str, int]:
 
 
 def _context(plan: Plan, options: RenderOptions, k8s: KubernetesOptions, image: str) -> dict[str, Any]:
-    from r4b_deploy.launch.args import CONTAINER_HOST, CONTAINER_PORT, vllm_serve_args
+    from r4b_deploy.launch.args import CONTAINER_HOST, CONTAINER_PORT
     from r4b_deploy.pins import gpu_pins
+    from r4b_deploy.render.compose import container_command
     from r4b_deploy.render.dockerfile import CONTAINER_HF_HOME
 
     profile = kubernetes_profile()
     model = _checked_plan(plan, options)
     served = options.served_model_name or plan.vllm.served_model_name
-    args = vllm_serve_args(
-        plan.vllm,
-        model=model,
-        served_model_name=served,
-        host=CONTAINER_HOST,
-        port=CONTAINER_PORT,
-        extra_args=options.extra_vllm_args,
-    )
+    args = container_command(plan, options, model, served)
     namespace = k8s.namespace or profile.namespace
     app, router = profile.app_name, profile.router
     tp = plan.vllm.tensor_parallel_size
