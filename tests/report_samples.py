@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+from support import bench_report
+
 from r4b_deploy.bench.metrics import compute_metrics
 from r4b_deploy.bench.report import BenchReport, LevelResult
 from r4b_deploy.bench.schedule import LoadLevel
@@ -80,21 +82,7 @@ def sample_bench() -> BenchReport:
                 records=recs,
             )
         )
-    report = BenchReport(
-        date="20250101-120000",
-        base_url="http://127.0.0.1:8000",
-        model_id="r4b",
-        workload="text",
-        mode="mix",
-        max_tokens=10,
-        ignore_eos=False,
-        seed=0,
-        timeout_s=60.0,
-        warmup_requests=4,
-        warmup_failed=0,
-        levels=levels,
-        warnings=[f"a warning with markup {HOSTILE}"],
-    )
+    report = bench_report(levels, warmup_requests=4, warnings=[f"a warning with markup {HOSTILE}"])
     gates = [parse_slo("p95_ttft_ms=1000"), parse_slo("output_throughput>=100000")]
     return report.model_copy(update={"slo": evaluate_slos(report, gates, max_error_rate=0.1)})
 

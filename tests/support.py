@@ -10,6 +10,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -39,3 +40,24 @@ def umask(mask: int) -> Iterator[None]:
         yield
     finally:
         os.umask(old)
+
+
+def bench_report(levels: Any, **fields: Any) -> Any:
+    """A BenchReport around `levels` with one fixed header (date, URL, model, workload); the tests
+    that need another mode, token limit or warm-up say so in `fields`."""
+    from r4b_deploy.bench.report import BenchReport
+
+    header: dict[str, Any] = {
+        "date": "20250101-120000",
+        "base_url": "http://127.0.0.1:8000",
+        "model_id": "r4b",
+        "workload": "text",
+        "mode": "mix",
+        "max_tokens": 10,
+        "ignore_eos": False,
+        "seed": 0,
+        "timeout_s": 60.0,
+        "warmup_requests": 0,
+        "warmup_failed": 0,
+    }
+    return BenchReport(**{**header, **fields, "levels": list(levels)})

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+from support import bench_report
 
 from r4b_deploy.bench.metrics import compute_metrics
 from r4b_deploy.bench.report import BenchReport, LevelResult
@@ -53,21 +54,7 @@ def build_report(failures: int = 0) -> BenchReport:
                 records=recs,
             )
         )
-    return BenchReport(
-        date="20250101-120000",
-        base_url="http://127.0.0.1:8000",
-        model_id="r4b",
-        workload="text",
-        mode="mix",
-        max_tokens=10,
-        ignore_eos=False,
-        seed=0,
-        timeout_s=60.0,
-        warmup_requests=4,
-        warmup_failed=0,
-        levels=levels,
-        warnings=["an example warning"],
-    )
+    return bench_report(levels, warmup_requests=4, warnings=["an example warning"])
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ the result's warnings, hence in the Markdown, the terminal summary and the HTML 
 from __future__ import annotations
 
 import pytest
+from support import bench_report
 
 from r4b_deploy.bench.metrics import (
     BURST_GAP_S,
@@ -105,21 +106,7 @@ def test_one_mode_level_names_the_level_only_and_a_rare_burst_is_not_warned() ->
 
 def burst_report() -> BenchReport:
     lv = level([burst("auto")] * 4, label="c=4")
-    return BenchReport(
-        date="20250101-120000",
-        base_url="http://127.0.0.1:8000",
-        model_id="r4b",
-        workload="text",
-        mode="auto",
-        max_tokens=TOKENS,
-        ignore_eos=False,
-        seed=0,
-        timeout_s=60,
-        warmup_requests=0,
-        warmup_failed=0,
-        levels=[lv],
-        warnings=level_warnings(lv),
-    )
+    return bench_report([lv], mode="auto", max_tokens=TOKENS, warnings=level_warnings(lv))
 
 
 def test_the_warning_reaches_the_markdown_the_summary_and_the_page(capsys: pytest.CaptureFixture[str]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from support import bench_report
 
 from r4b_deploy.cli.main import main
 
@@ -52,7 +53,7 @@ def _wide_report():
     import math
 
     from r4b_deploy.bench.metrics import compute_metrics
-    from r4b_deploy.bench.report import BenchReport, LevelResult
+    from r4b_deploy.bench.report import LevelResult
     from r4b_deploy.bench.schedule import LoadLevel
     from r4b_deploy.client.records import RequestRecord
 
@@ -90,20 +91,7 @@ def _wide_report():
                     client_cpu_fraction=0.0,
                 )
             )
-    return BenchReport(
-        date="20250101-120000",
-        base_url="http://127.0.0.1:8000",
-        model_id="r4b",
-        workload="text",
-        mode="auto,long,short",
-        max_tokens=16384,
-        ignore_eos=False,
-        seed=0,
-        timeout_s=600.0,
-        warmup_requests=0,
-        warmup_failed=0,
-        levels=levels,
-    )
+    return bench_report(levels, mode="auto,long,short", max_tokens=16384, timeout_s=600.0)
 
 
 def test_the_summary_tables_fit_80_columns(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from support import bench_report
 
 from r4b_deploy.bench.confidence import Interval, RunSlice, bootstrap_intervals, runs_to_decide
 from r4b_deploy.bench.metrics import compute_metrics
@@ -47,20 +48,7 @@ def _level(records: list[RequestRecord], duration_s: float = 1.0, label: str = "
 
 
 def _report(*levels: LevelResult) -> BenchReport:
-    return BenchReport(
-        date="20250101-120000",
-        base_url="http://127.0.0.1:8000",
-        model_id="r4b",
-        workload="text",
-        mode="auto",
-        max_tokens=64,
-        ignore_eos=False,
-        seed=0,
-        timeout_s=60.0,
-        warmup_requests=0,
-        warmup_failed=0,
-        levels=list(levels),
-    )
+    return bench_report(levels, mode="auto", max_tokens=64)
 
 
 SPREAD_MS = [10.0 + 3 * i for i in range(32)]  # TTFT 10..103 ms: the median about 56 ms
