@@ -16,6 +16,7 @@ pytest_plugins = [
     "fixtures.vllm_server",
     "fixtures.docker_engine",
     "fixtures.servers",
+    "fixtures.stand_in",
 ]
 
 

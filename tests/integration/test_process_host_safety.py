@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from fixtures.nvml import r4b_deploy_command
-from fixtures.stand_in import log_value, render_gpu_folder, start, wait_until, write_stand_in
+from fixtures.stand_in import HEALTH_TIMEOUT_S, VLLM_HEALTH_TIMEOUT_S, log_value, render_gpu_folder, start, wait_until
 from fixtures.vllm_server import free_port, render_rehearsal
 from support import require
 
@@ -40,14 +40,7 @@ from r4b_deploy.launch.server_registry import entry_path, registered
 
 pytestmark = pytest.mark.integration
 
-HEALTH_TIMEOUT_S = 60.0
-VLLM_HEALTH_TIMEOUT_S = 300.0
 CLI_TIMEOUT_S = 180.0
-
-
-@pytest.fixture
-def stand_in(tmp_path: Path) -> Path:
-    return write_stand_in(tmp_path)
 
 
 def _healthy(runtime: ProcessRuntime, folder: Path) -> ServerRecord:

@@ -18,7 +18,15 @@ from pathlib import Path
 
 import pytest
 import requests
-from fixtures.stand_in import cmdline, log_value, render_gpu_folder, start, wait_until, write_stand_in
+from fixtures.stand_in import (
+    HEALTH_TIMEOUT_S,
+    VLLM_HEALTH_TIMEOUT_S,
+    cmdline,
+    log_value,
+    render_gpu_folder,
+    start,
+    wait_until,
+)
 from fixtures.vllm_server import free_port, render_rehearsal
 from support import require
 
@@ -38,14 +46,6 @@ from r4b_deploy.launch.server_process import (
 from r4b_deploy.render.env import API_KEY_VAR
 
 pytestmark = pytest.mark.integration
-
-HEALTH_TIMEOUT_S = 60.0
-VLLM_HEALTH_TIMEOUT_S = 300.0
-
-
-@pytest.fixture
-def stand_in(tmp_path: Path) -> Path:
-    return write_stand_in(tmp_path)
 
 
 def test_up_status_logs_down_with_a_stand_in(tmp_path: Path, stand_in: Path) -> None:
