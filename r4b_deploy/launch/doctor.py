@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, computed_field
 
 from r4b_deploy.errors import EnvironmentProblem, R4BError
 from r4b_deploy.launch.base import RuntimeName
+from r4b_deploy.pins import version_tuple  # the one reading of a version (drivers too)
 
 if TYPE_CHECKING:
     import docker
@@ -77,13 +78,6 @@ class DoctorReport(BaseModel):
 
 
 # ---------------------------------------------------------------- small pure helpers
-
-
-def version_tuple(text: str) -> tuple[int, ...]:
-    """ "550.54.15" -> (550, 54, 15): the release numbers, compared numerically (12.10 > 12.8)."""
-    from packaging.version import Version
-
-    return Version(text.strip()).release
 
 
 def _gb(n_bytes: float) -> str:
