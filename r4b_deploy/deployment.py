@@ -4,7 +4,9 @@
     DIR/
       Dockerfile          the image: OS packages, vLLM in /opt/venv, ENTRYPOINT vllm serve, no flags
       .dockerignore       the build context is only what the Dockerfile copies
-      docker-compose.yml  service `vllm`: image tag + build ".", command = the flags, port, GPUs, health
+      docker-compose.yml  service `vllm`: image tag + build ".", command = the flags, port, GPUs, health;
+                          with replicas: services `replica-0`..`replica-N-1` (own GPUs or CPU core,
+                          loopback ports) and `router` (vLLM's router from the same image, the API port)
       vllm-args.txt       the arguments after `vllm serve` as the container runs them, one per line
       r4b.env             secrets, mode 0600: VLLM_API_KEY (kept across re-renders), HF_TOKEN
       r4b-deploy.json     manifest: the Deployment below (plan, options, file hashes, image tag); no
@@ -36,7 +38,7 @@ from r4b_deploy.planning.plan import Plan
 from r4b_deploy.render import env as envfile
 from r4b_deploy.render.options import RenderOptions, reading_manifest
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: `replicas` and `router` replace `container`
 MANIFEST_NAME = "r4b-deploy.json"
 ENV_FILE_NAME = envfile.ENV_FILE_NAME
 DOCKERFILE_NAME = "Dockerfile"
@@ -53,6 +55,13 @@ PROJECT_HEX = 8
 LABEL_PROJECT = "io.r4b-deploy.project"
 LABEL_DIR = "io.r4b-deploy.dir"
 LABEL_PROFILE = "io.r4b-deploy.profile"
+LABEL_ROLE = "io.r4b-deploy.role"  # replica | router
+LABEL_REPLICA = "io.r4b-deploy.replica"  # the replica's index, from 0
+
+Role = Literal["replica", "router"]
+REPLICA_SERVICE = "replica-{index}"  # compose service and container-name suffix of replica i
+ROUTER_SERVICE = "router"
+ONE_ENGINE_SERVICE = "vllm"  # the compose service of a one-engine deployment (no router)
 
 RESTART_POLICY = "unless-stopped"
 # Where the host publishes the API: loopback unless --public (the API key applies either way).
@@ -100,6 +109,26 @@ class ContainerSpec(BaseModel):
     init: bool = True
     restart_policy: str = RESTART_POLICY
     health: HealthSettings
+    role: Role = "replica"
+    replica_index: int | None = None  # None: the router, or the one engine of a deployment without one
+    service: str = ONE_ENGINE_SERVICE  # its compose service name
+    entrypoint: list[str] | None = None  # None: the image's (`vllm serve`); the router's own binary
+    environment: dict[str, str] = {}  # values that are no secret (the rehearsal's CPU binding)
+    cpuset_cpus: str | None = None  # the CPU cores it may run on (a rehearsal replica: its own)
+    network: str | None = None  # the deployment's own network (replicas + router); None: Docker's default
+    depends_on: list[str] = []  # services that must be healthy before this one starts (compose)
+
+    @property
+    def label(self) -> str:
+        """How status, logs and reports name it: "replica 0", "router", or "vllm"."""
+        if self.role == "router":
+            return ROUTER_SERVICE
+        return ONE_ENGINE_SERVICE if self.replica_index is None else f"replica {self.replica_index}"
+
+    @property
+    def local_url(self) -> str:
+        """Where this host reaches it: its published port on loopback."""
+        return f"http://{LOCAL_BIND_ADDRESS}:{self.host_port}"
 
 
 class Deployment(BaseModel):
@@ -118,7 +147,10 @@ class Deployment(BaseModel):
     vllm_version: str  # what the image installs
     model: str  # what the container serves (the rehearsal's tiny model is built into the image)
     served_model_name: str
-    container: ContainerSpec
+    # The vLLM engines: one (publishing the API itself), or several behind `router`, which then
+    # publishes the API port; replicas publish loopback ports of their own (metrics, direct checks).
+    replicas: list[ContainerSpec]
+    router: ContainerSpec | None = None
     plan: Plan  # as the planner made it; overrides from `options` are applied in the fields above
     options: RenderOptions
     files: dict[str, str]  # relative path -> sha256 of every rendered file but the manifest and env file
@@ -133,8 +165,18 @@ class Deployment(BaseModel):
         return self.dir / MANIFEST_NAME
 
     @property
+    def container(self) -> ContainerSpec:
+        """The first vLLM engine: the only one when there is no router."""
+        return self.replicas[0]
+
+    @property
+    def containers(self) -> list[ContainerSpec]:
+        """Everything a runtime starts: the replicas, then the router."""
+        return [*self.replicas, *([self.router] if self.router is not None else [])]
+
+    @property
     def vllm_command(self) -> list[str]:
-        """The container's full command line: `vllm serve` and its arguments."""
+        """The first engine's full command line: `vllm serve` and its arguments."""
         return ["vllm", "serve", *self.container.command]
 
 

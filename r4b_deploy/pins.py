@@ -230,6 +230,22 @@ def choose_gpu_pins(driver_version: str | None, requested: str | None = None) ->
     )
 
 
+class RouterPin(_Strict):
+    """`router:`: vLLM's router, as pip installs it (replicas on one host, and Kubernetes)."""
+
+    package: str
+
+    @property
+    def version(self) -> str:
+        return self.package.split("==", 1)[1]
+
+
+@lru_cache(maxsize=1)
+def router_pin() -> RouterPin:
+    """The packaged `router:` section, read once."""
+    return load_data_file(RouterPin, profiles_dir() / PINS_FILE_NAME, _WHAT, section="router")
+
+
 @lru_cache(maxsize=1)
 def rehearsal_profile() -> RehearsalProfile:
     """The packaged `rehearsal:` section, read once."""

@@ -144,6 +144,12 @@ def _run_up(
 
     with stages.stage("plan"):
         plan = make_plan(request)
+    if plan.replica_count > 1 and not runtime_obj.runs_replicas:  # before anything is written or started
+        raise UsageError(
+            f"{plan.replica_count} replicas need the docker runtime: the {runtime_obj.name} runtime runs "
+            "one vLLM server, with no router in front",
+            fix="use --runtime docker, or --replicas 1",
+        )
     if plan.rehearsal and runtime_obj.builds_image and options.wheelhouse is None:
         with stages.stage("wheelhouse", "vLLM CPU wheels for the image (cached)"):
             options = _with_rehearsal_wheelhouse(options, on_event)

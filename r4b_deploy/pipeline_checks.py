@@ -16,6 +16,7 @@ from r4b_deploy.pipeline_report import (
     HTML_FILE,
     UP_FILE,
     BenchPreset,
+    ReplicaServed,
     UpReport,
     bench_summary,
     gate_failures,
@@ -103,6 +104,7 @@ def check_and_report(
     failed_gates: list[str] = []
     warnings: list[str] = list(plan_check.warnings)
     bench_report = None
+    before_bench = _requests_per_replica(deployment) if bench.preset != "none" else {}
     if bench.preset != "none":
         with stages.stage("bench", f"{bench.preset} benchmark"):
             try:
@@ -115,6 +117,7 @@ def check_and_report(
             summary = bench_summary(bench_report)
             failed_gates = gate_failures(bench_report.slo)
             warnings += list(bench_report.warnings)
+    replicas = _replicas_served(deployment, before_bench)
 
     report = UpReport(
         deployment_dir=deployment.dir,
@@ -141,9 +144,40 @@ def check_and_report(
         files=[*files, UP_FILE, HTML_FILE],
         warnings=warnings,
         plan_check=plan_check,
+        replicas=replicas,
     )
     write_up(report, plan=plan, smoke=smoke, bench=bench_report)
     return report
+
+
+def _requests_per_replica(deployment: Deployment) -> dict[str, int | None]:
+    """Each replica's request count from its own /metrics, read at once (a replica that cannot be
+    read costs its timeout, not N of them); empty for a deployment without a router."""
+    if deployment.router is None:
+        return {}
+    from concurrent.futures import ThreadPoolExecutor
+
+    from r4b_deploy.client.metrics import requests_served
+
+    with ThreadPoolExecutor(max_workers=len(deployment.replicas)) as pool:
+        counts = list(pool.map(lambda replica: requests_served(replica.local_url), deployment.replicas))
+    return {replica.service: count for replica, count in zip(deployment.replicas, counts, strict=True)}
+
+
+def _replicas_served(deployment: Deployment, before_bench: dict[str, int | None]) -> list[ReplicaServed]:
+    """After the bench: what each replica served, and its share of the bench (the difference from
+    `before_bench`; unknown when either count is, or when it went down, as a restarted replica's does)."""
+    if deployment.router is None:
+        return []
+    after = _requests_per_replica(deployment)
+    served = []
+    for replica in deployment.replicas:
+        now, then = after.get(replica.service), before_bench.get(replica.service)
+        in_bench = now - then if now is not None and then is not None and now >= then else None
+        served.append(
+            ReplicaServed(service=replica.service, url=replica.local_url, requests_served=now, bench_requests=in_bench)
+        )
+    return served
 
 
 def bench_config(deployment: Deployment, url: str, api_key: SecretStr | None, preset: BenchPreset) -> BenchConfig:

@@ -41,6 +41,18 @@ BENCH_SUMMARY_KEYS = ("completed", "failed", "request_throughput", "output_throu
 INCONCLUSIVE_PREFIX = "inconclusive: "  # how an undecided gate is worded among the failures
 
 
+class ReplicaServed(BaseModel):
+    """One replica behind the router and the requests it served, from its own /metrics: how the
+    router spread the load. None where its /metrics could not be read (shown as unknown)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    service: str  # "replica-0": what `logs --replica 0` selects
+    url: str  # its own loopback port, where /metrics was read
+    requests_served: int | None = None  # since it started: smoke, bench and anything before `up`
+    bench_requests: int | None = None  # during the bench alone (None: no bench, or a count unknown)
+
+
 class UpReport(BaseModel):
     """What `up` did and where everything is. Never holds the API key: `api_key_file` says where it is."""
 
@@ -71,6 +83,7 @@ class UpReport(BaseModel):
     files: list[str] = []  # report files written, relative to report_dir
     warnings: list[str] = []
     plan_check: PlanCheck | None = None  # the plan beside vLLM's start-up figures (also plan-check.md)
+    replicas: list[ReplicaServed] = []  # with replicas behind the router: each one's requests; else empty
 
     @property
     def ok(self) -> bool:

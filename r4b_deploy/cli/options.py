@@ -47,6 +47,32 @@ class FolderPath(click.Path):
         return super().convert(value, param, ctx)
 
 
+AUTO = "auto"
+
+
+class ReplicaCount(click.ParamType):
+    """`--replicas N|auto`: a positive count, or "auto" (None: the planner decides)."""
+
+    name = "replicas"
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "N|auto"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+            return value
+        text = str(value).strip().lower()
+        if text == AUTO:
+            return None
+        try:
+            count = int(text)
+        except ValueError:
+            self.fail(f"{value!r} is neither a positive whole number nor {AUTO!r}", param, ctx)
+        if count < 1:
+            self.fail(f"{value!r}: at least 1 replica (or {AUTO!r})", param, ctx)
+        return count
+
+
 # click parameter name -> PlanRequest field
 PLANNING_KEYS: dict[str, str] = {
     "gpu": "gpu",
@@ -63,6 +89,7 @@ PLANNING_KEYS: dict[str, str] = {
     "model": "model",
     "max_num_batched_tokens": "max_num_batched_tokens",
     "tensor_parallel_size": "tensor_parallel_size",
+    "replicas": "replicas",
 }
 # PlanRequest field -> the option a user typed, for error messages
 _FLAG_OF_FIELD = {field: "--" + key.replace("_", "-") for key, field in PLANNING_KEYS.items()}
@@ -104,6 +131,14 @@ _OPTIONS = (
         type=int,
         metavar="INT",
         help="Split the model over this many GPUs, whatever the tier (default: the tier's).",
+    ),
+    click.option(
+        "--replicas",
+        type=ReplicaCount(),
+        default=None,
+        help="vLLM engines on this host behind vLLM's router, each on its own GPUs (rehearsing: its own CPU core); "
+        "auto: one per GPU when that serves more than one engine, else 1; with --target kubernetes the "
+        "cluster's replica count  [default: auto].",
     ),
     click.option(
         "--gpu-memory-utilization",

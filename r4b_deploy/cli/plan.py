@@ -84,6 +84,12 @@ def print_plan(plan: Plan) -> None:
     name = escape(plan.model_name or "R-4B")  # a model folder's name is the user's text
     title = f"{name} plan: profile [bold]{plan.profile}[/bold]" + (" (reduced)" if plan.reduced else "")
     out.print(title)
+    if plan.replica_count > 1:
+        groups = "; ".join(
+            f"{i}: GPU {','.join(map(str, group))}" for i, group in enumerate(plan.replica_gpu_indices())
+        )
+        each = "its own CPU core" if plan.rehearsal else f"its own GPUs, {groups}"
+        out.print(f"[bold]{plan.replica_count} replicas × {plan.profile}[/bold] behind vLLM's router (each on {each})")
     if plan.profile_description:
         out.print(f"  {plan.profile_description}", markup=False)
 
@@ -143,11 +149,18 @@ def print_plan(plan: Plan) -> None:
         for label, value in rows:
             table.add_row(label, _gib(value))
         out.print(table)
+        each = " per replica" if plan.replica_count > 1 else ""
         out.print(
-            f"[bold]Capacity[/bold]: {m.kv_tokens:,} KV tokens ({m.kv_bytes_per_token:,} B/token), "
+            f"[bold]Capacity[/bold]{each}: {m.kv_tokens:,} KV tokens ({m.kv_bytes_per_token:,} B/token), "
             f"max concurrency {m.max_concurrency:g} full {v.max_model_len:,}-token sequences; "
             f"max_num_seqs {v.max_num_seqs}, tensor parallel {v.tensor_parallel_size}"
         )
+        if plan.replica_count > 1:
+            n = plan.replica_count
+            out.print(
+                f"[bold]All {n} replicas[/bold]: {n * m.kv_tokens:,} KV tokens, "
+                f"{round(n * m.max_concurrency, 2):g} full sequences, {n * v.max_num_seqs:,} batch slots"
+            )
 
     for heading, lines, style in (
         ("Why", plan.reasons, ""),

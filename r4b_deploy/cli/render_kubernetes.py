@@ -27,12 +27,6 @@ _OPTIONS = (
     ),
     click.option("--image", default=None, metavar="REF", help=f"The vLLM image in your registry {_K8S}."),
     click.option("--router-image", default=None, metavar="REF", help=f"vLLM's router image in your registry {_K8S}."),
-    click.option(
-        "--replicas",
-        type=click.IntRange(min=1),
-        default=None,
-        help=f"vLLM replicas {_K8S}  [default: profiles/kubernetes.yaml].",
-    ),
     click.option("--min-replicas", type=click.IntRange(min=1), default=None, help=f"Autoscaling floor {_K8S}."),
     click.option("--max-replicas", type=click.IntRange(min=1), default=None, help=f"Autoscaling ceiling {_K8S}."),
     click.option(
@@ -53,7 +47,6 @@ _OPTIONS = (
 KUBERNETES_KEYS = (
     "image",
     "router_image",
-    "replicas",
     "min_replicas",
     "max_replicas",
     "namespace",
@@ -74,7 +67,11 @@ def kubernetes_options(func: F) -> F:
 
 
 def pop_kubernetes_values(values: dict[str, Any], target: str) -> dict[str, Any]:
-    """Take the Kubernetes options out of render's kwargs; refuse them for the docker target."""
+    """Take the Kubernetes options out of render's kwargs; refuse them for the docker target.
+
+    `--replicas` is a planning option (replicas on one host); for --target kubernetes it is the
+    cluster's replica count instead, so it is taken out here and the plan is made for one replica
+    (auto: the tier one engine runs best on its GPUs). auto leaves the count to profiles/kubernetes.yaml."""
     given = {key: values.pop(key) for key in KUBERNETES_KEYS}
     given = {key: value for key, value in given.items() if value not in (None, ())}
     if target != "kubernetes" and given:
@@ -82,6 +79,8 @@ def pop_kubernetes_values(values: dict[str, Any], target: str) -> dict[str, Any]
 
         flags = ", ".join(OPTION_FLAGS[key] for key in given)
         raise UsageError(f"{flags} applies to --target kubernetes", fix="add --target kubernetes, or drop it")
+    if target == "kubernetes" and values.get("replicas") is not None:
+        given["replicas"] = values.pop("replicas")
     given["gpu_products"] = list(given.get("gpu_products", ()))
     return given
 

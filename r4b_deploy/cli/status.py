@@ -1,4 +1,6 @@
-"""`r4b-deploy status`: the deployment's state, health, URL, uptime and GPU memory in use.
+"""`r4b-deploy status`: the deployment's state, health, URL, uptime and GPU memory in use; with
+replicas behind vLLM's router, one row per replica and the router (state, health, GPUs or CPU
+cores, restarts, requests served from each replica's own /metrics).
 
 Read from the folder and the runtime (container or process), never from memory; `--json` for
 scripts. Exit 0 whatever the state: the state is the answer.
@@ -7,10 +9,14 @@ scripts. Exit 0 whatever the state: the state is the answer.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from r4b_deploy.cli.options import deployment_dir_option, runtime_override_option
+
+if TYPE_CHECKING:
+    from r4b_deploy.launch.base import MemberStatus, RuntimeStatus
 
 _STATE_STYLE = {"running": "green", "starting": "yellow", "created": "yellow", "unhealthy": "red", "exited": "red"}
 
@@ -27,7 +33,7 @@ def command(deployment_dir: Path, runtime: str | None, as_json: bool) -> None:
 
     folder = require_deployment_dir(deployment_dir)
     runtime_obj = make_runtime(resolve_runtime_name(folder, runtime))
-    status = runtime_obj.status(folder)
+    status = _with_requests_served(runtime_obj.status(folder))
     # The plan beside vLLM's own start-up figures, read from the server's log.
     check = None if status.state == "absent" else check_running(runtime_obj, folder)
     if as_json:
@@ -43,7 +49,7 @@ def command(deployment_dir: Path, runtime: str | None, as_json: bool) -> None:
     style = _STATE_STYLE.get(status.state, "dim")
     out.print(f"[{style}]{status.state}[/{style}] ({status.runtime}) {escape(str(folder))}", soft_wrap=True)
     rows = [
-        ("health", {True: "healthy", False: "not healthy", None: "unknown"}[status.healthy]),
+        ("health", _HEALTH_TEXT[status.healthy]),
         ("url", status.url or "-"),
         ("uptime", _duration(status.uptime_s) if status.uptime_s is not None else "-"),
         ("started", status.started_at.isoformat(timespec="seconds") if status.started_at else "-"),
@@ -59,6 +65,69 @@ def command(deployment_dir: Path, runtime: str | None, as_json: bool) -> None:
             out.print(f"  {line}", markup=False, soft_wrap=True)
         for warning in check.warnings:
             out.print(f"  [yellow]warning:[/yellow] {escape(warning)}", soft_wrap=True)
+    if status.members:
+        out.print(_members_table(status.members))
+        for member in status.members:  # why one is down or restarting, below the table (it would not fit)
+            if member.detail:
+                out.print(f"  {member.service}: {member.detail}", markup=False, soft_wrap=True)
+
+
+_HEALTH_TEXT = {True: "healthy", False: "not healthy", None: "unknown"}
+
+
+def _with_requests_served(status: RuntimeStatus) -> RuntimeStatus:
+    """The status with each running replica's request count read from its /metrics, where the
+    runtime left it unknown; one that cannot be read stays unknown (status never fails on it)."""
+    if not any(_needs_count(m) for m in status.members):
+        return status
+    from concurrent.futures import ThreadPoolExecutor
+
+    from r4b_deploy.client.metrics import requests_served
+
+    def counted(member: MemberStatus) -> MemberStatus:
+        if not _needs_count(member):
+            return member
+        return member.model_copy(update={"requests_served": requests_served(str(member.url))})
+
+    with ThreadPoolExecutor(max_workers=len(status.members)) as pool:  # one unreadable replica costs one timeout
+        members = list(pool.map(counted, status.members))
+    return status.model_copy(update={"members": members})
+
+
+def _needs_count(member: MemberStatus) -> bool:
+    return (
+        member.role == "replica"
+        and member.requests_served is None
+        and member.url is not None
+        and member.state in ("running", "unhealthy", "starting")
+    )
+
+
+def _members_table(members: list[MemberStatus]):  # -> rich.table.Table
+    """One row per replica and the router, in 80 columns: the URL and container name are in --json."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("service", "state", "health", "GPUs / CPUs", "restarts", "requests"):
+        table.add_column(column, justify="right" if column in ("restarts", "requests") else "left")
+    for member in members:
+        style = _STATE_STYLE.get(member.state, "dim")
+        placement = ",".join(member.gpus) or (f"cpu {member.cpus}" if member.cpus else "-")
+        served = "-" if member.role == "router" else _count(member.requests_served)
+        table.add_row(
+            escape(member.service),
+            f"[{style}]{member.state}[/{style}]",
+            _HEALTH_TEXT[member.healthy],
+            placement,
+            str(member.restarts),
+            served,
+        )
+    return table
+
+
+def _count(value: int | None) -> str:
+    return "unknown" if value is None else str(value)
 
 
 def _duration(seconds: float) -> str:

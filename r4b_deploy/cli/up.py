@@ -30,7 +30,7 @@ from r4b_deploy.pipeline_report import BENCH_PRESET_NAMES
 
 if TYPE_CHECKING:
     from r4b_deploy.pipeline_events import UpEvent
-    from r4b_deploy.pipeline_report import BenchPreset, UpReport
+    from r4b_deploy.pipeline_report import BenchPreset, ReplicaServed, UpReport
 
 DEFAULT_OUT_DIR = Path("deploy")
 BUILD_TAIL_LINES = 6  # build output lines kept under the live display
@@ -297,6 +297,8 @@ def _print_summary(report: UpReport) -> None:
         out.print(table)
     elif report.bench_error:
         out.print(f"  bench: [bold red]failed[/bold red]: {escape(str(report.bench_error))}")
+    if report.replicas:  # how the router spread the requests, from each replica's /metrics
+        out.print(f"  replicas: {', '.join(_replica_served(r) for r in report.replicas)}", markup=False)
     if report.plan_check is not None:  # the plan beside vLLM's own start-up figures
         for line in report.plan_check.summary_lines():
             out.print(f"  {line}", markup=False, soft_wrap=True)
@@ -304,6 +306,15 @@ def _print_summary(report: UpReport) -> None:
         out.print(f"  [yellow]warning:[/yellow] {escape(warning)}")
     out.print(f"  report: {report.report_dir}/ ({', '.join(report.files)})", markup=False, soft_wrap=True)
     out.print(f"  stop it: r4b-deploy down --dir {report.deployment_dir}", markup=False, soft_wrap=True)
+
+
+def _replica_served(replica: ReplicaServed) -> str:
+    """One replica for the summary line: `replica-0 21 requests (16 in the bench)`, or `replica-1
+    unknown` when its /metrics could not be read (a count never fails `up`)."""
+    if replica.requests_served is None:
+        return f"{replica.service} unknown"
+    in_bench = f" ({replica.bench_requests} in the bench)" if replica.bench_requests is not None else ""
+    return f"{replica.service} {replica.requests_served} requests{in_bench}"
 
 
 def _fmt(value: Any) -> str:

@@ -39,6 +39,24 @@ class Endpoint(BaseModel):
     api_key_file: Path | None = None
 
 
+class MemberStatus(BaseModel):
+    """One container of a deployment with replicas: a vLLM replica or the router."""
+
+    model_config = ConfigDict(frozen=True)
+
+    service: str  # "replica-0", "router": what `logs --replica 0` / `--router` select
+    container: str
+    role: Literal["replica", "router"]
+    state: RuntimeState
+    healthy: bool | None = None
+    url: str | None = None  # its loopback URL (a replica's own port; the router's is the API)
+    gpus: list[str] = []  # the GPU device ids it holds; rehearsing, none
+    cpus: str | None = None  # the CPU cores it is pinned to (a rehearsal replica)
+    restarts: int = 0
+    requests_served: int | None = None  # vllm:request_success_total since it started (replicas)
+    detail: str = ""
+
+
 class RuntimeStatus(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -50,6 +68,7 @@ class RuntimeStatus(BaseModel):
     uptime_s: float | None = None
     gpu_memory_used_bytes: int | None = None
     detail: str = ""
+    members: list[MemberStatus] = []  # with replicas: each replica, then the router; else empty
 
 
 class StopResult(BaseModel):
@@ -92,6 +111,7 @@ class Runtime(Protocol):
 
     name: RuntimeName
     builds_image: ClassVar[bool] = False  # whether `build` does anything (`up` shows a build stage then)
+    runs_replicas: ClassVar[bool] = False  # whether it runs several engines behind vLLM's router
 
     def build(self, deployment: Deployment, *, force: bool = False) -> BuildResult | None:
         """Make what `start` needs (docker: the image); None when there is nothing to build."""
@@ -109,7 +129,12 @@ class Runtime(Protocol):
         """Is the folder's server still there (for the health wait: a dead one fails it at once)?"""
         ...
 
-    def logs(self, folder: Path, tail: int | None = None, follow: bool = False) -> Iterator[str]: ...
+    def logs(
+        self, folder: Path, tail: int | None = None, follow: bool = False, service: str | None = None
+    ) -> Iterator[str]:
+        """The server's output. With replicas, `service` names one ("replica-0", "router"); None
+        gives every container's lines, each prefixed with its service (not with `follow`)."""
+        ...
 
     def save_failure_log(self, folder: Path) -> Path | None:
         """Keep the whole server log in the folder before `stop` removes it; where it is, or None."""

@@ -47,6 +47,8 @@ def config_digest(spec: ContainerSpec, env: Mapping[str, str]) -> str:
         "spec": spec.model_dump(mode="json"),
         "env": hashlib.sha256(json.dumps(dict(env), sort_keys=True).encode()).hexdigest(),
     }
+    if spec.role == "router":
+        del payload["env"]  # it gets no secret: a new key must not restart it
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:CONFIG_DIGEST_HEX]
 
 
@@ -57,8 +59,12 @@ def run_kwargs(spec: ContainerSpec, env: Mapping[str, str], extra_labels: Mappin
     kwargs: dict[str, Any] = {
         "image": spec.image,
         "command": list(spec.command),
+        "entrypoint": list(spec.entrypoint) if spec.entrypoint else None,
         "name": spec.name,
-        "environment": dict(env),
+        # The secrets go to vLLM only: the router holds no key (it passes Authorization through).
+        "environment": {**spec.environment, **(dict(env) if spec.role == "replica" else {})},
+        "cpuset_cpus": spec.cpuset_cpus,
+        "network": spec.network,
         "ports": {f"{spec.container_port}/tcp": (spec.bind_address, spec.host_port)},
         "labels": {**spec.labels, **extra_labels},
         "init": spec.init,

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Literal
 
 from r4b_deploy.deployment import folder_identity
-from r4b_deploy.errors import EnvironmentProblem
+from r4b_deploy.errors import EnvironmentProblem, UsageError
 from r4b_deploy.launch.args import vllm_serve_args
 from r4b_deploy.launch.base import Endpoint, Runtime, RuntimeStatus, StopResult
 from r4b_deploy.launch.health import probe_health
@@ -66,6 +66,7 @@ class ProcessRuntime(Runtime):
 
     name: Literal["process"] = "process"
     builds_image: ClassVar[bool] = False
+    runs_replicas: ClassVar[bool] = False  # one `vllm serve` per folder: `up` refuses --replicas N > 1
 
     def __init__(
         self,
@@ -213,8 +214,18 @@ class ProcessRuntime(Runtime):
             detail=f"pid {record.pid}",
         )
 
-    def logs(self, deployment_dir: Path, tail: int | None = None, follow: bool = False) -> Iterator[str]:
-        deployment_dir = folder_identity(deployment_dir)
+    def logs(
+        self, deployment_dir: Path, tail: int | None = None, follow: bool = False, service: str | None = None
+    ) -> Iterator[str]:
+        """The server's log file. It runs one server, so no `service` can be named."""
+        if service is not None:
+            raise UsageError(
+                f"the process runtime runs one vLLM server: there is no {service!r} to show",
+                fix="drop --replica/--router",
+            )
+        return self._log_lines(folder_identity(deployment_dir), tail, follow)
+
+    def _log_lines(self, deployment_dir: Path, tail: int | None, follow: bool) -> Iterator[str]:
         log_path = deployment_dir / LOG_NAME
         if not log_path.is_file():
             return

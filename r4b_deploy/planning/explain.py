@@ -16,8 +16,8 @@ from r4b_deploy.planning.text import count_text, gb_text, gib_text
 ALL_REDUCES_PER_LAYER = 2
 
 
-def tier_fits(ctx: Context, chosen: Choice) -> list[TierFit]:
-    """Each tier on this hardware, the chosen one marked: the table `plan` prints."""
+def tier_fits(ctx: Context, chosen: Choice, replica_count: int = 1) -> list[TierFit]:
+    """Each tier on this hardware, the chosen one marked (with the replicas that run it): the table `plan` prints."""
     hardware = ctx.hardware
     out = []
     for tier in ctx.tiers:
@@ -49,6 +49,7 @@ def tier_fits(ctx: Context, chosen: Choice) -> list[TierFit]:
                     note += f"; {chosen.candidate.tier.name} ranks higher"
             if is_chosen:
                 label = "chosen with --profile" if chosen.forced else "chosen"
+                label += f" × {replica_count} replicas" if replica_count > 1 else ""
                 note = f"{label}{' (reduced)' if chosen.reduced else ''}: {note}"
         out.append(
             TierFit(
@@ -71,16 +72,27 @@ def tier_fits(ctx: Context, chosen: Choice) -> list[TierFit]:
     return out
 
 
-def replica_advice(ctx: Context, chosen: Choice) -> ReplicaAdvice | None:
-    """With more GPUs than the plan uses, or tensor parallelism: would one replica per GPU serve more?"""
+def single_gpu_choice(ctx: Context, chosen: Choice) -> Choice | None:
+    """What one replica per GPU would run: a single-GPU plan is its own replica; for a
+    tensor-parallel plan, the best single-GPU tier (None when no tier runs on one GPU)."""
+    if chosen.candidate.tier.gpu_count == 1:
+        return chosen
+    single_gpu_tiers = tuple(t for t in ctx.tiers if t.gpu_count == 1)
+    return best_choice(ctx, single_gpu_tiers) if single_gpu_tiers else None
+
+
+def replica_advice(
+    ctx: Context, chosen: Choice, *, runs_replicas: bool = False, one_engine_flag: str | None = None
+) -> ReplicaAdvice | None:
+    """With more GPUs than the one-engine plan `chosen` uses, or tensor parallelism: would one
+    replica per GPU serve more? `runs_replicas`: the plan took the advice (the summary says so, and
+    how to force one engine); `one_engine_flag`: the option that kept one engine ("--profile tp8")."""
     tier = chosen.candidate.tier
     used = tier.gpu_count
     gpu_count = ctx.hardware.count
     if gpu_count <= used and tier.tensor_parallel_size == 1:
         return None
-    single_gpu_tiers = tuple(t for t in ctx.tiers if t.gpu_count == 1)
-    # A single-GPU plan is its own replica; for a tensor-parallel plan, the best single-GPU tier.
-    replica = chosen if tier.gpu_count == 1 else (best_choice(ctx, single_gpu_tiers) if single_gpu_tiers else None)
+    replica = single_gpu_choice(ctx, chosen)
     plan = chosen.candidate
     plan_kv, plan_concurrency = plan.memory.kv_tokens, plan.memory.max_concurrency
     plan_slots = plan.settings.max_num_seqs
@@ -108,30 +120,46 @@ def replica_advice(ctx: Context, chosen: Choice) -> ReplicaAdvice | None:
     total_concurrency = round(gpu_count * one.memory.max_concurrency, 2)
     total_slots = gpu_count * one.settings.max_num_seqs
     one_context = count_text(one.settings.max_model_len)
-    if tier.gpu_count == 1:
+    get = _how_to_run_replicas(one_engine_flag, gpu_count, single_gpu_plan=tier.gpu_count == 1)
+    holds = (
+        f"{count_text(total_kv)} KV tokens, {total_concurrency:g} full {one_context}-token sequences and "
+        f"{count_text(total_slots)} batch slots in all"
+    )
+    if tier.gpu_count == 1 and runs_replicas:
+        summary = (
+            f"{gpu_count} data-parallel replicas of {one.tier.name}, one per GPU behind vLLM's router, hold "
+            f"{holds}: {gpu_count}× one engine, so the plan runs them (--replicas 1 keeps one engine)."
+        )
+        prefer = True
+    elif tier.gpu_count == 1:
         summary = (
             f"The plan uses {used} of {gpu_count} GPUs: {gpu_count} data-parallel replicas of {one.tier.name} "
-            f"(one deployment per GPU, or vLLM's --data-parallel-size {gpu_count}) would hold {count_text(total_kv)} "
-            f"KV tokens, {total_concurrency:g} full {one_context}-token sequences and {count_text(total_slots)} "
-            f"batch slots in all: {gpu_count}× this plan."
+            f"(one per GPU, behind vLLM's router) would hold {holds}: {gpu_count}× this plan; {get}."
         )
         prefer = True
     else:
         all_reduces = ctx.spec.language_model.num_hidden_layers * ALL_REDUCES_PER_LAYER
         prefer = not replica.reduced
+        plan_context = count_text(plan.settings.max_model_len)
+        if not prefer:
+            tail = f"but one GPU holds only a reduced {one.tier.name} plan: {tier.name} is the safer choice."
+        elif runs_replicas:
+            tail = (
+                f"replicas usually serve far more: the plan runs them behind vLLM's router (--replicas 1 or "
+                f"--profile {tier.name} forces one engine, for single requests that need the {plan_context}-token "
+                "context)."
+            )
+        else:
+            tail = (
+                f"replicas usually serve far more: {get}, unless single requests need the {plan_context}-token context."
+            )
         summary = (
             f"{gpu_count} data-parallel replicas of {one.tier.name} ({one_context}-token context, one per GPU) "
             f"would hold {total_concurrency:g} full sequences and {count_text(total_slots)} batch slots in all "
             f"({count_text(total_kv)} KV tokens), against {tier.name}'s {plan_concurrency:g} full "
-            f"{count_text(plan.settings.max_model_len)}-token sequences and {count_text(plan_slots)} slots "
+            f"{plan_context}-token sequences and {count_text(plan_slots)} slots "
             f"({count_text(plan_kv)} KV tokens); each replica also skips {tier.name}'s {all_reduces} all-reduces "
-            "per forward step, so "
-            + (
-                f"replicas usually serve far more: run --profile {one.tier.name} on each GPU unless single "
-                f"requests need the {count_text(plan.settings.max_model_len)}-token context."
-                if prefer
-                else f"but one GPU holds only a reduced {one.tier.name} plan: {tier.name} is the safer choice."
-            )
+            "per forward step, so " + tail
         )
     return ReplicaAdvice(
         gpus_available=gpu_count,
@@ -152,8 +180,48 @@ def replica_advice(ctx: Context, chosen: Choice) -> ReplicaAdvice | None:
     )
 
 
-def reasons(ctx: Context, chosen: Choice, tiers: list[TierFit], advice: ReplicaAdvice | None) -> list[str]:
-    """Why this tier and these settings, down to the memory arithmetic's own terms."""
+def _how_to_run_replicas(one_engine_flag: str | None, gpu_count: int, *, single_gpu_plan: bool) -> str:
+    """What the user changes to get the replicas the advice describes, given what kept one engine."""
+    if one_engine_flag is None:
+        return f"--replicas {gpu_count} runs them"
+    if one_engine_flag.startswith("--replicas"):
+        return f"{one_engine_flag} keeps one engine; leave it out (auto) and the plan runs them"
+    if single_gpu_plan:
+        return f"add --replicas {gpu_count} to run them"
+    return f"drop {one_engine_flag} and the plan runs them"
+
+
+def replica_reason(
+    choice: Choice, count: int, gpu_groups: list[list[int]], how: str, advice: ReplicaAdvice | None
+) -> str:
+    """Why this plan runs `count` engines, what they hold together, and which GPUs each one gets."""
+    one = choice.candidate
+    memory, settings = one.memory, one.settings
+    total_concurrency = round(count * memory.max_concurrency, 2)
+    against = ""
+    if advice is not None and advice.gpus_used > 1:
+        against = (
+            f"; one engine over {advice.gpus_used} GPUs would hold {count_text(advice.plan_kv_tokens)} KV tokens "
+            f"and {count_text(advice.plan_seq_slots)} slots"
+        )
+    groups = ", ".join(
+        f"replica {i} on GPU{'s' if len(group) > 1 else ''} {','.join(map(str, group))}"
+        for i, group in enumerate(gpu_groups)
+    )
+    return (
+        f"{count} replicas × {one.tier.name} behind vLLM's router ({how}): {count_text(count * memory.kv_tokens)} "
+        f"KV tokens, {total_concurrency:g} full {count_text(settings.max_model_len)}-token sequences and "
+        f"{count_text(count * settings.max_num_seqs)} batch slots in all, {count}× one engine's "
+        f"{count_text(memory.kv_tokens)} KV tokens and {count_text(settings.max_num_seqs)} slots{against}. "
+        f"Each replica has its own GPUs: {groups}."
+    )
+
+
+def reasons(
+    ctx: Context, chosen: Choice, tiers: list[TierFit], advice: ReplicaAdvice | None, replica_count: int = 1
+) -> list[str]:
+    """Why this tier and these settings, down to the memory arithmetic's own terms. With replicas,
+    `chosen` is one replica's tier: the highest that one replica's GPUs hold, not the host's."""
     settings, memory, tier = chosen.candidate.settings, chosen.candidate.memory, chosen.candidate.tier
     hardware = ctx.hardware
     batching = ctx.memory_model.default_batching
@@ -166,8 +234,9 @@ def reasons(ctx: Context, chosen: Choice, tiers: list[TierFit], advice: ReplicaA
     elif chosen.reduced:
         how = "no tier holds its settings as asked, so the lowest tier that serves, reduced to fit"
     else:
+        holder = "one replica's GPUs hold" if replica_count > 1 else "this hardware holds"
         how = (
-            f"the highest tier this hardware holds ({tier.gpu_count}× ≥ {tier.min_memory_gb_per_gpu:g} GB documented "
+            f"the highest tier {holder} ({tier.gpu_count}× ≥ {tier.min_memory_gb_per_gpu:g} GB documented "
             f"minimum, and the arithmetic holds its {count_text(settings.max_model_len)}-token context)"
         )
     out.append(f"Profile {tier.name}: {how}. {tier.description}")

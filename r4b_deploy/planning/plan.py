@@ -42,6 +42,9 @@ class PlanRequest(BaseModel):
     vllm_version: str | None = None  # one of profiles/vllm.yaml gpu.releases; None: the newest the driver runs
     # The model's Hugging Face revision (branch, tag or commit); None: the default branch.
     revision: str | None = None
+    # vLLM engines on this host behind vLLM's router, each on its own GPUs (or, rehearsing, its own
+    # CPU core). None: the planner decides (replicas when they serve more than tensor parallelism).
+    replicas: int | None = Field(default=None, ge=1)
 
     @field_validator("revision")
     @classmethod
@@ -173,3 +176,11 @@ class Plan(BaseModel):
     gpu_indices: list[int] = []  # the GPUs this deployment uses (`gpus` lists the whole inventory)
     tiers: list[TierFit] = []  # every tier as judged on this hardware, the chosen one marked
     replicas: ReplicaAdvice | None = None  # only with more GPUs than the plan uses or tensor parallelism
+    # vLLM engines this host runs, each with `vllm` on its own tensor_parallel_size GPUs (in
+    # `gpu_indices` order) or, rehearsing, its own CPU core; more than one run behind vLLM's router.
+    replica_count: int = Field(default=1, ge=1)
+
+    def replica_gpu_indices(self) -> list[list[int]]:
+        """The GPUs of each replica: consecutive groups of tensor_parallel_size from `gpu_indices`."""
+        size = self.vllm.tensor_parallel_size
+        return [self.gpu_indices[i * size : (i + 1) * size] for i in range(self.replica_count)]

@@ -10,11 +10,19 @@ still serves, with its context shrunk and memory relieved step by step (a "reduc
 A plan never carries settings vLLM would refuse: one full max_model_len sequence fits the KV
 cache, tensor parallelism divides the heads, bf16 only where the GPU has it.
 
+Replicas (issue 10): `--replicas auto` (None) keeps one engine unless the replica advice prefers one
+engine per GPU and nothing forces one (--profile, --tensor-parallel-size); then the plan is that
+many copies of the best single-GPU tier, each on its own GPU, behind vLLM's router. `--replicas N`
+takes the highest tier of which N copies fit the GPUs. `Plan.vllm` and `Plan.memory` are always one
+replica's; `Plan.replica_count` says how many run.
+
 The parts: `search` (candidates and the choice), `refusals` (why not, and the nearest values
 that fit), `explain` (reasons, warnings, upgrades, replica advice), `rehearsal` (the CPU plan).
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 from r4b_deploy.errors import UsageError
 from r4b_deploy.hardware.inventory import Inventory
@@ -22,10 +30,10 @@ from r4b_deploy.hardware.resolve import resolve_inventory
 from r4b_deploy.planning import explain
 from r4b_deploy.planning.coefficients import memory_model
 from r4b_deploy.planning.memory import min_max_model_len
-from r4b_deploy.planning.plan import Plan, PlanRequest
+from r4b_deploy.planning.plan import Plan, PlanRequest, ReplicaAdvice
 from r4b_deploy.planning.profiles import REHEARSAL_TIER_NAME, TierProfile, load_tiers
-from r4b_deploy.planning.refusals import select
-from r4b_deploy.planning.search import Context, Overrides, planned_hardware
+from r4b_deploy.planning.refusals import busy_gpus, refuse_busy, refuse_replicas, select
+from r4b_deploy.planning.search import Choice, Context, Overrides, planned_hardware
 from r4b_deploy.spec import ModelSpec, model_spec, resolve_model
 
 
@@ -189,11 +197,22 @@ def _gpu_plan(req: PlanRequest, inventory: Inventory, vllm_version: str, spec: M
             f"--max-model-len {req.max_model_len} exceeds {spec.name}'s max_position_embeddings {limit}",
             fix=f"use --max-model-len {limit} or less",
         )
-    chosen = select(ctx, req.profile)
+    if req.replicas is not None and req.replicas > 1:
+        count = req.replicas
+        chosen = _replicas_choice(ctx, req.profile, count)
+        advice = None
+        how = f"--replicas {count}"
+    else:
+        chosen, count, advice = _one_engine_or_replicas(ctx, req)
+        how = "the planner's choice: they serve more than one engine here"
     tier = chosen.candidate.tier
-    gpu_indices = [g.index for g in ctx.hardware.gpus[: tier.gpu_count]]
-    tiers = explain.tier_fits(ctx, chosen)
-    advice = explain.replica_advice(ctx, chosen)
+    gpu_indices = [g.index for g in ctx.hardware.gpus[: tier.gpu_count * count]]
+    tiers = explain.tier_fits(ctx, chosen, count)
+    reasons = explain.reasons(ctx, chosen, tiers, advice, count)
+    if count > 1:
+        groups = [gpu_indices[i * tier.gpu_count : (i + 1) * tier.gpu_count] for i in range(count)]
+        # Second, after the hardware: the first thing to know about a plan of several engines.
+        reasons.insert(1, explain.replica_reason(chosen, count, groups, how, advice))
     return Plan(
         model_id=spec.model_id,
         model_name=spec.name,
@@ -207,14 +226,61 @@ def _gpu_plan(req: PlanRequest, inventory: Inventory, vllm_version: str, spec: M
         gpus=list(ctx.hardware.gpus),
         vllm=chosen.candidate.settings,
         memory=chosen.candidate.memory,
-        reasons=[*explain.reasons(ctx, chosen, tiers, advice), _model_reason(spec, req.model)],
+        reasons=[*reasons, _model_reason(spec, req.model)],
         warnings=explain.warnings(ctx, chosen),
         upgrades=explain.upgrades(ctx, chosen),
         reduced=chosen.reduced,
         gpu_indices=gpu_indices,
         tiers=tiers,
         replicas=advice,
+        replica_count=count,
     )
+
+
+def _one_engine_flag(req: PlanRequest) -> str | None:
+    """The option that keeps the plan at one engine, as the user typed it (None: nothing does)."""
+    if req.profile is not None:
+        return f"--profile {req.profile}"
+    if req.tensor_parallel_size is not None:
+        return f"--tensor-parallel-size {req.tensor_parallel_size}"
+    if req.replicas == 1:
+        return "--replicas 1"
+    return None
+
+
+def _one_engine_or_replicas(ctx: Context, req: PlanRequest) -> tuple[Choice, int, ReplicaAdvice | None]:
+    """`--replicas auto` (or 1): today's one-engine choice, unless the replica advice prefers one
+    engine per GPU and nothing the user gave forces one engine (--profile, --tensor-parallel-size,
+    --replicas 1). Returns the choice, the replica count and the advice (judged on one engine)."""
+    one_engine = select(ctx, req.profile)
+    flag = _one_engine_flag(req)
+    chosen, count = one_engine, 1
+    if flag is None:
+        preview = explain.replica_advice(ctx, one_engine)
+        replica = explain.single_gpu_choice(ctx, one_engine) if preview and preview.prefer_replicas else None
+        # Every replica's GPU must let vLLM start; a busy one keeps the plan at the one engine that starts.
+        if preview is not None and replica is not None and not busy_gpus(ctx, replica, preview.replicas):
+            chosen, count = replica, preview.replicas
+    advice = explain.replica_advice(ctx, one_engine, runs_replicas=count > 1, one_engine_flag=flag)
+    return chosen, count, advice
+
+
+def _replicas_choice(ctx: Context, profile: str | None, count: int) -> Choice:
+    """`--replicas N`: the highest tier (or the forced one) of which N copies, each on its own GPUs,
+    fit the inventory; refused when N replicas of even the smallest need more GPUs than there are."""
+    by_name = {t.name: t for t in ctx.tiers}
+    if profile is not None and profile not in by_name:
+        select(ctx, profile)  # raises the unknown-profile error, with the names
+    candidates = (by_name[profile],) if profile is not None else ctx.tiers
+    fitting = tuple(t for t in ctx.tiers if t.gpu_count * count <= ctx.hardware.count)
+    if not any(t in fitting for t in candidates):
+        raise refuse_replicas(ctx, count, candidates)
+    narrowed = replace(ctx, tiers=fitting)
+    chosen = select(narrowed, profile)
+    busy = busy_gpus(narrowed, chosen, count)
+    if busy:
+        raise refuse_busy(narrowed, by_name.get(profile) if profile else None, chosen, busy)
+    return chosen
 
 
 def _model_reason(spec: ModelSpec, asked: str | None) -> str:

@@ -56,17 +56,19 @@ def select(ctx: Context, profile: str | None) -> Choice:
     raise refuse_hardware(ctx)
 
 
-def used_gpus(ctx: Context, tier: TierProfile) -> tuple[GPU, ...]:
-    """The GPUs a plan for `tier` runs on (the first by index), and the one the search plans for."""
-    used = ctx.hardware.gpus[: tier.gpu_count]
+def used_gpus(ctx: Context, tier: TierProfile, replicas: int = 1) -> tuple[GPU, ...]:
+    """The GPUs a plan of `replicas` engines of `tier` runs on (the first by index), and the one the
+    search plans for."""
+    used = ctx.hardware.gpus[: tier.gpu_count * replicas]
     return used if ctx.hardware.weakest in used else (*used, ctx.hardware.weakest)
 
 
-def busy_gpus(ctx: Context, choice: Choice) -> list[tuple[GPU, MemoryBreakdown]]:
-    """The GPUs of `choice` on which vLLM would refuse to start: too little free beside other processes."""
+def busy_gpus(ctx: Context, choice: Choice, replicas: int = 1) -> list[tuple[GPU, MemoryBreakdown]]:
+    """The GPUs of `choice` (run `replicas` times) on which vLLM would refuse to start: too little
+    free beside other processes."""
     settings = choice.candidate.settings
     out = []
-    for gpu in used_gpus(ctx, choice.candidate.tier):
+    for gpu in used_gpus(ctx, choice.candidate.tier, replicas):
         memory = arithmetic.estimate(gpu, ctx.spec, settings, ctx.memory_model, ctx.vllm_version)
         if not arithmetic.starts(memory):
             out.append((gpu, memory))
@@ -239,6 +241,24 @@ def refuse_tier(ctx: Context, tier: TierProfile) -> InfeasibleError:
         f"{ctx.hardware.label()}: {shortfall_text(ctx, settings)} (its documented minimum is "
         f"{tier.min_memory_gb_per_gpu:g} GB per GPU)",
         fix=f"{hint}; or lower --max-model-len (the KV cache holds {count_text(option.memory.kv_tokens)} tokens)",
+    )
+
+
+def refuse_replicas(ctx: Context, replicas: int, tiers: tuple[TierProfile, ...]) -> InfeasibleError:
+    """`--replicas N` gives each replica its own GPUs: fewer GPUs than N replicas of the smallest of
+    `tiers` (the forced one, or every tier) need."""
+    smallest = min(tiers, key=lambda t: t.gpu_count)
+    have = ctx.hardware.count
+    each = f"{smallest.gpu_count} GPU{'s' if smallest.gpu_count > 1 else ''}"
+    most = have // smallest.gpu_count
+    fix = "plan for more GPUs (--gpu NAME:COUNT)"
+    if most:
+        fewer = f"--replicas {most}" if most == 1 else f"--replicas {most} or fewer"
+        fix = f"use {fewer}, or {fix}"
+    return InfeasibleError(
+        f"--replicas {replicas}: each replica gets its own GPUs, {replicas} replicas of {smallest.name} ({each} each) "
+        f"need {replicas * smallest.gpu_count}; the inventory has {have} ({ctx.hardware.label()})",
+        fix=fix,
     )
 
 

@@ -7,7 +7,9 @@ the prediction against the real CPU log as it does on a GPU.
 
 from __future__ import annotations
 
-from r4b_deploy.errors import UsageError
+import os
+
+from r4b_deploy.errors import InfeasibleError, UsageError
 from r4b_deploy.pins import rehearsal_profile
 from r4b_deploy.planning.memory import ModelNumbers, cpu_breakdown, gib_to_bytes
 from r4b_deploy.planning.plan import MemoryBreakdown, Plan, PlanRequest, VllmSettings
@@ -33,6 +35,7 @@ def rehearsal_plan(req: PlanRequest) -> Plan:
         )
     if req.profile not in (None, REHEARSAL_TIER_NAME):
         raise UsageError(f"--profile {req.profile} and --rehearsal exclude each other", fix="give one of them")
+    replicas = _replica_count(req.replicas)
     spec = model_spec()
     tier = load_rehearsal_tier()
     cpu = rehearsal_profile()
@@ -72,8 +75,43 @@ def rehearsal_plan(req: PlanRequest) -> Plan:
             f"gpu_memory_utilization: {memory.kv_tokens:,} tokens in {cpu.kv_block_size_tokens}-token blocks of "
             f"{memory.kv_bytes_per_token} B per token (the tiny model); the GPU terms do not apply and are zero.",
             f"max_model_len {max_model_len} from profiles/vllm.yaml; max_num_batched_tokens = max_model_len.",
+            *_replica_reasons(replicas),
         ],
+        replica_count=replicas,
     )
+
+
+def available_cpu_cores() -> int:
+    """The cores this process may run on (its affinity mask where the OS has one, as in a cgroup-limited
+    CI runner), which is what pinning a replica per core can use."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def _replica_count(asked: int | None) -> int:
+    """`--replicas N` rehearses N replicas, each pinned to its own core; auto is one (a CPU engine
+    gains nothing from a second on the same cores)."""
+    if asked is None:
+        return 1
+    cores = available_cpu_cores()
+    if asked > cores:
+        raise InfeasibleError(
+            f"--replicas {asked}: each rehearsal replica is pinned to its own CPU core, and this machine has "
+            f"{cores} available",
+            fix=f"use --replicas {cores} or fewer, or rehearse on a machine with more cores",
+        )
+    return asked
+
+
+def _replica_reasons(replicas: int) -> list[str]:
+    if replicas == 1:
+        return []
+    return [
+        f"{replicas} replicas of the tiny model behind vLLM's router, each pinned to its own CPU core "
+        f"(--replicas {replicas}; this machine has {available_cpu_cores()}): the rehearsal proves the routing, "
+        "the health checks and the failover, not speed."
+    ]
 
 
 def _kv_memory(settings: VllmSettings, spec: ModelSpec, kv_space_gib: int, block_tokens: int) -> MemoryBreakdown:

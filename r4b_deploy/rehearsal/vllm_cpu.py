@@ -115,7 +115,15 @@ def wheelhouse_dir(cache_dir: Path | None = None) -> Path:
 
 def _complete_wheelhouse(path: Path) -> bool:
     stamp = read_stamp(path / STAMP_NAME)
-    return stamp is not None and stamp.get("packages") == rehearsal_profile().packages
+    return stamp is not None and stamp.get("packages") == wheelhouse_packages()
+
+
+def wheelhouse_packages() -> list[str]:
+    """What the wheelhouse holds: the CPU build's pins, and vLLM's router for `up --replicas`
+    (installed into a venv of its own in the image, offline like the rest)."""
+    from r4b_deploy.pins import router_pin
+
+    return [*rehearsal_profile().packages, router_pin().package]
 
 
 def ensure_wheelhouse(
@@ -128,21 +136,21 @@ def ensure_wheelhouse(
     torch's CPU build first, from PyTorch's index (`torch_index_url`, else R4B_TORCH_INDEX_URL, else
     the profile's), then everything else with that wheel found locally: only the torch step asks
     the extra index, once."""
-    profile = rehearsal_profile()
+    packages = wheelhouse_packages()
     target = wheelhouse_dir(cache_dir)
     source = torch_source(torch_index_url)
 
     def download(staging: Path, log_path: Path) -> dict[str, object]:
         download_torch(staging, log_path, source, on_progress)
         if on_progress:
-            on_progress(f"downloading {len(profile.packages)} pinned packages and their dependencies to {target}")
+            on_progress(f"downloading {len(packages)} pinned packages and their dependencies to {target}")
         rest = ["--no-index"] if source.index_url is None else []
         _run_pip(
-            [*_pip_download(staging), *rest, "--find-links", str(staging), *profile.packages],
+            [*_pip_download(staging), *rest, "--find-links", str(staging), *packages],
             log_path,
             "downloading the wheelhouse (pip download)",
         )
-        return {"packages": profile.packages, "created": time.time()}
+        return {"packages": packages, "created": time.time()}
 
     return build_once(target, _complete_wheelhouse, download)
 

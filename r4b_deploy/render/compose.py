@@ -1,8 +1,10 @@
-"""How the container runs: the `ContainerSpec` the docker runtime starts, and the same values as
+"""How the containers run: the `ContainerSpec`s the docker runtime starts, and the same values as
 `docker-compose.yml`, so compose and the runtime cannot disagree.
 
 The command is the plan's settings as `vllm serve` arguments (the image's ENTRYPOINT), given at
 run time; every string the compose file gets is escaped for compose's `$` interpolation here.
+A plan with replicas runs N such engines, each on its own GPUs (rehearsing: its own CPU core) and
+a loopback port of its own, and vLLM's router from the same image on the API port (`router.py`).
 """
 
 from __future__ import annotations
@@ -14,8 +16,11 @@ from r4b_deploy.deployment import (
     LABEL_DIR,
     LABEL_PROFILE,
     LABEL_PROJECT,
+    LABEL_REPLICA,
+    LABEL_ROLE,
     LOCAL_BIND_ADDRESS,
     PUBLIC_BIND_ADDRESS,
+    REPLICA_SERVICE,
     ContainerSpec,
     VolumeMount,
     project_name_for,
@@ -26,6 +31,9 @@ from r4b_deploy.planning.plan import Plan
 from r4b_deploy.render import validate
 from r4b_deploy.render.dockerfile import CONTAINER_HF_HOME, health_settings
 from r4b_deploy.render.options import RenderOptions
+
+# vLLM's CPU build binds its OpenMP threads to these cores (vllm/utils/ompmultiprocessing.py).
+CPU_BIND_ENV = "VLLM_CPU_OMP_THREADS_BIND"
 
 
 def container_spec(
@@ -66,28 +74,82 @@ def container_spec(
     )
 
 
-def compose_text(container: ContainerSpec) -> str:
-    """docker-compose.yml for `container`, every value escaped for compose."""
+def deployment_containers(
+    plan: Plan, options: RenderOptions, out: Path, *, image_tag: str, model: str, served_model_name: str
+) -> tuple[list[ContainerSpec], ContainerSpec | None]:
+    """The vLLM engines and, with more than one, the router in front of them."""
+    one = container_spec(plan, options, out, image_tag=image_tag, model=model, served_model_name=served_model_name)
+    if plan.replica_count == 1:
+        return [one], None
+    from r4b_deploy.render.router import router_spec
+
+    network = one.name  # the project's own network: the router reaches each replica by container name
+    replicas = []
+    for index, gpus in enumerate(plan.replica_gpu_indices()):
+        service = REPLICA_SERVICE.format(index=index)
+        update: dict[str, Any] = {
+            "name": f"{one.name}-{service}",
+            "service": service,
+            "replica_index": index,
+            # Loopback only, whatever --public says: clients use the router; these serve metrics and checks.
+            "bind_address": LOCAL_BIND_ADDRESS,
+            "host_port": options.host_port + 1 + index,
+            "labels": {**one.labels, LABEL_ROLE: "replica", LABEL_REPLICA: str(index)},
+            "network": network,
+        }
+        if plan.rehearsal:
+            # One CPU core each (the planner refused more replicas than cores), and vLLM's OpenMP
+            # threads bound to it: its automatic binding would reserve that one core for the scheduler.
+            update |= {"cpuset_cpus": str(index), "environment": {CPU_BIND_ENV: str(index)}}
+        else:
+            update |= {"gpu_device_ids": [str(i) for i in gpus], "gpu_count": None}
+        replicas.append(one.model_copy(update=update))
+    router = router_spec(replicas, options, image_tag=image_tag, project=one.name, network=network)
+    return replicas, router
+
+
+def compose_text(containers: list[ContainerSpec]) -> str:
+    """docker-compose.yml for `containers` (one engine, or replicas and the router), every value
+    escaped for compose."""
     from r4b_deploy.render.jinja import render_template
 
     return render_template(
         "docker-compose.yml.j2",
         **_compose_literals(
-            image_tag=container.image,
-            project_name=container.name,
-            command=container.command,
-            port_binding=f"{container.bind_address}:{container.host_port}:{container.container_port}",
-            ipc_host=container.ipc_mode == "host",
-            shm_size_bytes=container.shm_size_bytes,
-            ulimits=container.ulimits,
-            volumes=[f"{v.source}:{v.target}{':ro' if v.read_only else ''}" for v in container.volumes],
-            health=container.health,
-            health_test=["CMD", "curl", "-fsS", container.health.url],
-            labels=container.labels,
-            gpu_count=container.gpu_count,
-            gpu_device_ids=container.gpu_device_ids,
+            project_name=containers[0].labels.get(LABEL_PROJECT, containers[0].name),
+            api_port_binding=_port_binding(containers[-1]),
         ),
+        services=[_compose_literals(**_service(c)) for c in containers],
     )
+
+
+def _port_binding(container: ContainerSpec) -> str:
+    return f"{container.bind_address}:{container.host_port}:{container.container_port}"
+
+
+def _service(container: ContainerSpec) -> dict[str, Any]:
+    """One service's values for the template."""
+    return {
+        "service": container.service,
+        "role": container.role,
+        "image_tag": container.image,
+        "container_name": container.name,
+        "entrypoint": container.entrypoint,
+        "command": container.command,
+        "environment": container.environment,
+        "port_binding": _port_binding(container),
+        "ipc_host": container.ipc_mode == "host",
+        "shm_size_bytes": container.shm_size_bytes,
+        "ulimits": container.ulimits,
+        "cpuset": container.cpuset_cpus,
+        "volumes": [f"{v.source}:{v.target}{':ro' if v.read_only else ''}" for v in container.volumes],
+        "health": container.health,
+        "health_test": ["CMD", "curl", "-fsS", container.health.url],
+        "labels": container.labels,
+        "gpu_count": container.gpu_count,
+        "gpu_device_ids": container.gpu_device_ids,
+        "depends_on": container.depends_on,
+    }
 
 
 def container_command(plan: Plan, options: RenderOptions, model: str, served_model_name: str) -> list[str]:

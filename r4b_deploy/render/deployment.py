@@ -25,13 +25,14 @@ from r4b_deploy.deployment import (
     folder_identity,
     manifest_text,
     modified_files,
+    project_name_for,
     read_manifest,
     sha256_hex,
 )
 from r4b_deploy.errors import EnvironmentProblem, R4BError, UsageError
 from r4b_deploy.planning.plan import Plan
 from r4b_deploy.render import env as envfile
-from r4b_deploy.render.compose import compose_text, container_spec
+from r4b_deploy.render.compose import compose_text, deployment_containers
 from r4b_deploy.render.dockerfile import render_image
 from r4b_deploy.render.options import RenderOptions
 from r4b_deploy.render.staging import Staging, file_mode, unchanged, wheel_sizes
@@ -43,19 +44,20 @@ def _render(plan: Plan, options: RenderOptions, out_dir: Path) -> tuple[dict[str
     image = render_image(plan, options)
     model = options.model or plan.vllm.model
     served_model_name = options.served_model_name or plan.vllm.served_model_name
-    container = container_spec(
+    replicas, router = deployment_containers(
         plan, options, out, image_tag=image.image_tag, model=model, served_model_name=served_model_name
     )
+    container = replicas[0]
     files = {
         **image.build_inputs,
-        COMPOSE_NAME: compose_text(container),
+        COMPOSE_NAME: compose_text([*replicas, *([router] if router else [])]),
         ARGS_NAME: "".join(f"{arg}\n" for arg in container.command),
     }
     files = dict(sorted(files.items()))
     deployment = Deployment(
         toolkit_version=__version__,
         dir=out,
-        project_name=container.name,
+        project_name=project_name_for(out),
         image_tag=image.image_tag,
         url=f"http://{LOCAL_BIND_ADDRESS}:{options.host_port}",
         env_file=out / ENV_FILE_NAME,
@@ -63,7 +65,8 @@ def _render(plan: Plan, options: RenderOptions, out_dir: Path) -> tuple[dict[str
         vllm_version=image.vllm_version,
         model=model,
         served_model_name=served_model_name,
-        container=container,
+        replicas=replicas,
+        router=router,
         plan=plan,
         options=options,
         files={name: sha256_hex(text) for name, text in files.items()},

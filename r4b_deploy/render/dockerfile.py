@@ -43,6 +43,9 @@ CONTAINER_HF_HOME = "/root/.cache/huggingface"
 CA_BUNDLE_TARGET = "/usr/local/share/ca-certificates/r4b-extra.crt"  # update-ca-certificates reads *.crt here
 SYSTEM_CA_FILE = "/etc/ssl/certs/ca-certificates.crt"
 ENTRYPOINT = (f"{VENV_DIR}/bin/vllm", "serve")
+# vLLM's router (replicas only), in a venv of its own: its dependencies never meet vLLM's.
+ROUTER_VENV_DIR = "/opt/router"
+ROUTER_ENTRYPOINT = (f"{ROUTER_VENV_DIR}/bin/vllm-router",)
 
 # The OS packages of each flavour. The real base image has no Python (and no curl): `python{v}` is the
 # flavour's pinned Python from the distribution's packages, a name both Ubuntu 22.04 and Debian bookworm
@@ -175,6 +178,9 @@ def _dockerfile_context(
         "health": health_settings(plan.rehearsal),
         "entrypoint": list(ENTRYPOINT),
         "vllm_version": vllm_version,
+        "router_package": _router_package(plan),
+        "router_venv_dir": ROUTER_VENV_DIR,
+        "router_entrypoint": ROUTER_ENTRYPOINT[0],
     }
     if plan.rehearsal:
         profile = rehearsal_profile()
@@ -231,6 +237,18 @@ def _dockerfile_context(
             },
         }
     return context
+
+
+def _router_package(plan: Plan) -> str | None:
+    """The router's pin (profiles/vllm.yaml router.package) when the plan runs replicas: a
+    one-engine image stays byte for byte what it was, and so does its tag."""
+    if plan.replica_count == 1:
+        return None
+    from r4b_deploy.pins import router_pin
+
+    package = router_pin().package
+    _check_profile_value("router.package", package, validate.PINNED_REQUIREMENT)
+    return package
 
 
 def _check_profile_value(field: str, value: str, pattern: Any) -> None:

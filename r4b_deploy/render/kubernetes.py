@@ -138,10 +138,11 @@ def _probe_budgets() -> dict[str, int]:
 
 
 def _context(plan: Plan, options: RenderOptions, k8s: KubernetesOptions, image: str) -> dict[str, Any]:
-    from r4b_deploy.launch.args import CONTAINER_HOST, CONTAINER_PORT
+    from r4b_deploy.launch.args import CONTAINER_PORT
     from r4b_deploy.pins import gpu_pins
     from r4b_deploy.render.compose import container_command
     from r4b_deploy.render.dockerfile import CONTAINER_HF_HOME
+    from r4b_deploy.render.router import router_args as make_router_args
 
     profile = kubernetes_profile()
     model = _checked_plan(plan, options)
@@ -155,18 +156,15 @@ def _context(plan: Plan, options: RenderOptions, k8s: KubernetesOptions, image: 
     labels = {"app.kubernetes.io/name": app, "app.kubernetes.io/managed-by": "r4b-deploy"}
     vllm_selector = {"app.kubernetes.io/name": app, "app.kubernetes.io/component": "vllm"}
     router_selector = {"app.kubernetes.io/name": app, "app.kubernetes.io/component": "router"}
-    router_args = [
-        "--host", CONTAINER_HOST,
-        "--port", str(router.port),
-        "--service-discovery",
-        "--selector", *(f"{k}={v}" for k, v in vllm_selector.items()),
-        "--service-discovery-port", str(CONTAINER_PORT),
-        "--service-discovery-namespace", namespace,
-        "--policy", router.policy,
-        "--health-check-interval-secs", str(router.health_check_interval_s),
-        "--prometheus-host", CONTAINER_HOST,
-        "--prometheus-port", str(router.metrics_port),
-    ]  # fmt: skip
+    router_args = make_router_args(
+        router,
+        discovery=[
+            "--service-discovery",
+            "--selector", *(f"{k}={v}" for k, v in vllm_selector.items()),
+            "--service-discovery-port", str(CONTAINER_PORT),
+            "--service-discovery-namespace", namespace,
+        ],
+    )  # fmt: skip
     counts = replica_counts(k8s, profile)
     scaling = profile.autoscaling
     return {

@@ -57,7 +57,6 @@ class VllmSizing(StrictModel):
 
 
 class RouterProfile(StrictModel):
-    package: str = Field(pattern=validate.PINNED_REQUIREMENT.pattern)
     base_image: str = Field(pattern=validate.IMAGE_REF.pattern)
     port: int = Field(ge=1, le=65535)
     metrics_port: int = Field(ge=1, le=65535)
@@ -68,6 +67,18 @@ class RouterProfile(StrictModel):
     memory_request_bytes: int = Field(gt=0)
     memory_limit_bytes: int = Field(gt=0)
     run_as_user: int = Field(gt=0)
+
+    @property
+    def package(self) -> str:
+        """The pin, from profiles/vllm.yaml router.package (validated where it is read)."""
+        from r4b_deploy.pins import router_pin
+
+        package = router_pin().package
+        if not validate.PINNED_REQUIREMENT.fullmatch(package):
+            from r4b_deploy.errors import ConfigError
+
+            raise ConfigError(f"profiles/vllm.yaml router.package {package!r} is not a pinned requirement")
+        return package
 
     @property
     def version(self) -> str:

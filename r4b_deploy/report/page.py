@@ -350,6 +350,8 @@ def up_section(up: dict[str, Any]) -> Section:
         key_value_table("the deployment", headline, "up."),
         key_value_table("timings (s)", up.get("timings_s", {}), "up.timings_s."),
     ]
+    if up.get("replicas"):  # with replicas behind the router: how it spread the requests
+        section.tables.append(records_table("requests per replica", up["replicas"], "up.replicas", first=("service",)))
     section.items = [
         *(f"smoke: {line}" for line in up.get("smoke_failures", [])),
         *(f"bench gate: {line}" for line in up.get("bench_gate_failures", [])),

@@ -132,10 +132,47 @@ def test_compose_accepts_what_the_planner_plans(request_kwargs: dict, compose: s
 
     plan = make_plan(PlanRequest(**request_kwargs))
     deployment = write_deployment(plan, RenderOptions(hf_cache_dir=tmp_path / "hf"), tmp_path / "deploy", environ={})
-    service = _compose_config(deployment.dir, compose)["services"]["vllm"]
+    services = _compose_config(deployment.dir, compose)["services"]
+    assert sorted(services) == sorted(c.service for c in deployment.containers)
+    service = services[deployment.container.service]
     assert service["command"] == deployment.container.command
     assert service["command"][0] == plan.vllm.model
-    assert service["ports"] == ["127.0.0.1:8000:8000/tcp"]
+    api = services["router" if deployment.router else "vllm"]
+    assert api["ports"] == ["127.0.0.1:8000:8000/tcp"]
+
+
+@pytest.mark.parametrize("case", ["replicas", "rehearsal-replicas"])
+def test_compose_runs_the_replicas_behind_the_router(case: str, compose: str, tmp_path: Path) -> None:
+    plan, kwargs = golden_cases(tmp_path / "inputs")[case]
+    options = RenderOptions(**kwargs)
+    deployment = write_deployment(plan, options, tmp_path / "deploy", environ={})
+    services = _compose_config(deployment.dir, compose)["services"]
+    replicas = [f"replica-{i}" for i in range(plan.replica_count)]
+    assert sorted(services) == sorted([*replicas, "router"])
+    key = read_env_file(deployment.dir)["VLLM_API_KEY"]
+    groups = plan.replica_gpu_indices()
+    for index, name in enumerate(replicas):
+        service = services[name]
+        # Loopback ports of their own, whatever --public says; the key from r4b.env; their own GPUs or core.
+        assert service["ports"] == [f"127.0.0.1:{options.host_port + 1 + index}:8000/tcp"]
+        assert service["environment"]["VLLM_API_KEY"] == key
+        devices = service.get("deploy", {}).get("resources", {}).get("reservations", {}).get("devices")
+        if plan.rehearsal:
+            assert devices is None and str(service["cpuset"]) == str(index)
+            assert service["environment"]["VLLM_CPU_OMP_THREADS_BIND"] == str(index)
+        else:
+            assert devices[0]["device_ids"] == [str(i) for i in groups[index]]
+    router = services["router"]
+    bind = "0.0.0.0" if options.public else "127.0.0.1"
+    assert router["ports"] == [f"{bind}:{options.host_port}:8000/tcp"]
+    assert router["image"] == services["replica-0"]["image"] == deployment.image_tag  # one build
+    assert router["entrypoint"] == ["/opt/router/bin/vllm-router"]
+    assert "VLLM_API_KEY" not in router.get("environment", {})  # the replicas check the key
+    assert {name: dep["condition"] for name, dep in router["depends_on"].items()} == dict.fromkeys(
+        replicas, "service_healthy"
+    )
+    workers = router["command"][router["command"].index("--worker-urls") + 1 :][: plan.replica_count]
+    assert workers == [f"http://{services[name]['container_name']}:8000" for name in replicas]
 
 
 @pytest.mark.parametrize("name", ["dep$HOME", "dep$(id)", "${X:?boom}"])

@@ -40,6 +40,13 @@ class FakeContainer:
         self.status = "running"
 
 
+class FakeNetworks:
+    """`client.networks`: a one-engine deployment has none of its own."""
+
+    def list(self, filters: dict[str, str] | None = None) -> list[Any]:
+        return []
+
+
 class FakeEngine:
     """`client.containers` and `client.images`: just what `DockerRuntime.start` calls."""
 
@@ -49,6 +56,7 @@ class FakeEngine:
         self.on_create: str = "ok"  # "conflict": the name is taken; "interrupt": made, then Ctrl-C
         self.containers = self
         self.images = self
+        self.networks = FakeNetworks()
 
     # images
     def get(self, name: str) -> Any:

@@ -67,10 +67,11 @@ def check_invariants(plan: Plan) -> None:
     assert m.kv_cache_bytes > 0
     assert m.kv_tokens >= v.max_model_len
     assert v.max_model_len <= lm.max_position_embeddings
-    # Tensor parallelism divides the attention and KV heads; it uses that many GPUs.
+    # Tensor parallelism divides the attention and KV heads; each replica uses that many GPUs, its own.
     assert lm.num_attention_heads % v.tensor_parallel_size == 0
     assert lm.num_key_value_heads % v.tensor_parallel_size == 0
-    assert len(plan.gpu_indices) == v.tensor_parallel_size
+    assert len(plan.gpu_indices) == v.tensor_parallel_size * plan.replica_count
+    assert len(set(plan.gpu_indices)) == len(plan.gpu_indices)
     assert set(plan.gpu_indices) <= {g.index for g in plan.gpus}
     # bf16 only where every GPU has it.
     lowest = min(g.compute_capability_tuple for g in plan.gpus)
@@ -157,10 +158,30 @@ def test_eight_gpus_below_tp8_minimum_get_tp8_reduced(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", [n for n in SERVING_NAMES if n not in BELOW_TP8_MINIMUM])
-def test_eight_gpu_plan_is_tp8_with_replica_advice(name: str) -> None:
+def test_eight_gpus_run_one_replica_per_gpu_unless_one_gpu_is_reduced(name: str) -> None:
+    """Issue 10: the replica advice is the decision. Eight GPUs that each hold their tier unreduced
+    run eight one-GPU replicas; where one GPU holds only a reduced plan, tp8 stays the choice."""
     plan = make_plan(PlanRequest(gpu=f"{name}:8"))
     check_invariants(plan)
+    single, single_reduced = EXPECTED_SINGLE[name]
+    advice = plan.replicas
+    assert advice is not None
+    if single_reduced:
+        assert (plan.profile, plan.replica_count) == ("tp8", 1)
+        assert not advice.prefer_replicas
+        return
+    assert (plan.profile, plan.replica_count, plan.vllm.tensor_parallel_size) == (single, 8, 1)
+    assert plan.replica_gpu_indices() == [[i] for i in range(8)]
+    assert advice.prefer_replicas and advice.replica_profile == single
+    assert "the plan runs them" in advice.summary
+
+
+@pytest.mark.parametrize("name", [n for n in SERVING_NAMES if n not in BELOW_TP8_MINIMUM])
+def test_eight_gpu_tp8_plan_carries_replica_advice(name: str) -> None:
+    plan = make_plan(PlanRequest(gpu=f"{name}:8", profile="tp8"))
+    check_invariants(plan)
     assert plan.profile == "tp8"
+    assert plan.replica_count == 1
     assert plan.vllm.tensor_parallel_size == 8
     assert plan.vllm.gpu_memory_utilization == 0.8
     advice = plan.replicas
@@ -173,7 +194,7 @@ def test_eight_gpu_plan_is_tp8_with_replica_advice(name: str) -> None:
         assert advice.replicas_total_kv_tokens == 8 * advice.replica_kv_tokens
         assert advice.replicas_total_seq_slots == 8 * advice.replica_max_num_seqs
         assert advice.replica_max_model_len <= plan.vllm.max_model_len
-        assert advice.summary in plan.reasons
+        assert "drop --profile tp8 and the plan runs them" in advice.summary
 
 
 @pytest.mark.parametrize("name", SERVING_NAMES)

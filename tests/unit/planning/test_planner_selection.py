@@ -56,9 +56,11 @@ def test_too_small_gpu_is_infeasible_with_true_shortfall(memory_gib: int) -> Non
         make_plan(PlanRequest(), same(1, "Tiny", int(have_mib + (short - 0.2) * GB / MIB), "8.6"))
 
 
-def test_eight_a100_40gb_is_tp8_and_replicas_serve_more() -> None:
-    plan = make_plan(PlanRequest(), same(8, "A100-40GB", 40960, "8.0"))
+def test_eight_a100_40gb_forced_tp8_is_told_replicas_serve_more() -> None:
+    # Issue 10: without --profile the plan runs the replicas (tests/unit/planning/test_plan_replicas.py).
+    plan = make_plan(PlanRequest(profile="tp8"), same(8, "A100-40GB", 40960, "8.0"))
     assert plan.profile == "tp8"
+    assert plan.replica_count == 1
     assert plan.vllm.tensor_parallel_size == 8
     assert plan.vllm.gpu_memory_utilization == 0.8
     assert plan.gpu_indices == list(range(8))
@@ -73,14 +75,18 @@ def test_eight_a100_40gb_is_tp8_and_replicas_serve_more() -> None:
     assert advice.summary in plan.reasons
 
 
-def test_four_l4_uses_one_and_advises_four_replicas() -> None:
+def test_four_l4_run_four_replicas_of_light() -> None:
     plan = make_plan(PlanRequest(), same(4))
-    assert plan.profile == "light"
-    assert plan.gpu_indices == [0]
+    assert (plan.profile, plan.replica_count) == ("light", 4)
+    assert plan.gpu_indices == [0, 1, 2, 3]
     advice = plan.replicas
     assert advice is not None and advice.prefer_replicas
     assert advice.replicas_total_kv_tokens == 4 * plan.memory.kv_tokens
     assert "data-parallel" in advice.summary
+    # --profile light keeps the one engine of before, and says how to get the replicas.
+    one = make_plan(PlanRequest(profile="light"), same(4))
+    assert (one.replica_count, one.gpu_indices) == (1, [0])
+    assert one.replicas is not None and "add --replicas 4 to run them" in one.replicas.summary
 
 
 def test_eight_t4_prefers_tensor_parallel() -> None:

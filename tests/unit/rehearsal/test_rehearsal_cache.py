@@ -161,7 +161,11 @@ def test_only_a_complete_cached_wheelhouse_is_used(tmp_path: Path, monkeypatch: 
     cached.mkdir(parents=True)
     assert vllm_cpu._available_wheelhouse(tmp_path) is None  # a half download is not a wheelhouse
 
+    # One made before the router joined the wheelhouse lacks its wheels: not complete either.
     cache.write_stamp(cached / cache.STAMP_NAME, {"packages": vllm_cpu.rehearsal_profile().packages})
+    assert vllm_cpu._available_wheelhouse(tmp_path) is None
+
+    cache.write_stamp(cached / cache.STAMP_NAME, {"packages": vllm_cpu.wheelhouse_packages()})
     assert vllm_cpu._available_wheelhouse(tmp_path) == cached
     assert vllm_cpu.ensure_wheelhouse(tmp_path) == cached  # complete: nothing downloaded
 

@@ -112,6 +112,19 @@ def tp8_plan() -> Plan:
     return gpu_plan("tp8", "A100-40GB", 42_505_273_344, 8, 32768)
 
 
+def replicas_plan() -> Plan:
+    """Four TP-2 replicas on eight A100s: each replica its own pair of GPUs, the router in front."""
+    plan = gpu_plan("light", "A100-40GB", 42_505_273_344, 8, 16384)
+    return plan.model_copy(
+        update={"vllm": plan.vllm.model_copy(update={"tensor_parallel_size": 2}), "replica_count": 4}
+    )
+
+
+def rehearsal_replicas_plan() -> Plan:
+    """Two CPU replicas of the tiny model, one core each, behind the router."""
+    return rehearsal_plan().model_copy(update={"replica_count": 2})
+
+
 def make_wheelhouse(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for name, size in TEST_WHEELS.items():
@@ -132,6 +145,8 @@ def golden_cases(tmp: Path) -> dict[str, tuple[Plan, dict[str, object]]]:
         "heavy": (heavy_plan(), hf),
         "tp8": (tp8_plan(), hf),
         "rehearsal": (rehearsal_plan(), {**hf, "wheelhouse": make_wheelhouse(tmp / "wheels")}),
+        "replicas": (replicas_plan(), {**hf, "public": True}),
+        "rehearsal-replicas": (rehearsal_replicas_plan(), {**hf, "wheelhouse": make_wheelhouse(tmp / "wheels")}),
         "light-custom": (
             light_plan(),
             {

@@ -21,9 +21,10 @@ from test_render_dockerfile import instructions
 from r4b_deploy.deployment import DOCKERFILE_NAME
 from r4b_deploy.pins import gpu_pins
 from r4b_deploy.render.deployment import render_files
-from r4b_deploy.render.dockerfile import VENV_DIR
+from r4b_deploy.render.dockerfile import ROUTER_VENV_DIR, VENV_DIR
 from r4b_deploy.render.options import RenderOptions
 
+VENVS = (VENV_DIR, ROUTER_VENV_DIR)  # vLLM's, and the router's (replicas only)
 BASE_IMAGE_FILE = REPO_ROOT / "profiles" / "base-image.yaml"
 GOLDEN_DIR = REPO_ROOT / "tests" / "golden"
 _SEPARATORS = re.compile(r"&&|\|\||;|\|")
@@ -65,17 +66,18 @@ def problems(dockerfile: str, base: dict) -> list[str]:
             stage_name = name.strip() or f"#{len(stages)}"
             stages[stage_name] = available
             continue
-        if keyword == "COPY" and args.startswith("--from=") and f" {VENV_DIR}" in args:
-            available.add(VENV_DIR)
+        if keyword == "COPY" and args.startswith("--from="):
+            available.update(venv for venv in VENVS if f" {venv} " in f"{args} ")
         if keyword in ("RUN", "HEALTHCHECK", "ENTRYPOINT"):
             shell = args.split("CMD ", 1)[1] if keyword == "HEALTHCHECK" else args
             if keyword == "ENTRYPOINT":
                 shell = " ".join(shlex.quote(word) for word in yaml.safe_load(args))
             for words in _commands(shell):
                 program = words[0]
-                if program.startswith(f"{VENV_DIR}/"):
-                    if VENV_DIR not in available:
-                        found.append(f"{keyword} runs {program} before {VENV_DIR} exists")
+                venv = next((v for v in VENVS if program.startswith(f"{v}/")), None)
+                if venv is not None:
+                    if venv not in available:
+                        found.append(f"{keyword} runs {program} before {venv} exists")
                 elif program not in available:
                     found.append(f"{keyword} runs {program!r}, which the base image does not have at that point")
                 if program == "apt-get" and "install" in words:
@@ -84,8 +86,8 @@ def problems(dockerfile: str, base: dict) -> list[str]:
                             found.append(f"apt-get installs {package!r}, not listed as shipped by jammy")
                         else:
                             available.update(installable[package]["commands"])
-                if len(words) >= 3 and words[1:3] == ["-m", "venv"]:
-                    available.add(VENV_DIR)
+                if len(words) >= 4 and words[1:3] == ["-m", "venv"]:
+                    available.add(words[3])
         stages[list(stages)[-1]] = available
     return found
 

@@ -84,7 +84,7 @@ def test_files_are_listed_with_their_digests_and_re_rendered_safely(
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("render", "--gpu", "H100", "--replicas", "3"), "--replicas applies to --target kubernetes"),
+        (("render", "--gpu", "H100", "--min-replicas", "3"), "--min-replicas applies to --target kubernetes"),
         (("render", "--target", "kubernetes", "--gpu", "H100", "--public"), "--public applies to --target docker only"),
         (("render", "--target", "kubernetes", "--rehearsal"), "CPU rehearsal"),
         (
@@ -119,8 +119,19 @@ def test_the_kubernetes_options_are_exactly_renders_extra_parameters() -> None:
 def test_a_tensor_parallel_plan_is_told_that_one_gpu_replicas_serve_more(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    # --profile tp8: by default eight GPUs plan one-GPU replicas (issue 10), which need no such note.
     code, json_out, stderr = _run(
-        capsys, "render", "--target", "kubernetes", "--gpu", "A100-40GB:8", "--out", str(tmp_path / "k"), "--json"
+        capsys,
+        "render",
+        "--target",
+        "kubernetes",
+        "--gpu",
+        "A100-40GB:8",
+        "--profile",
+        "tp8",
+        "--out",
+        str(tmp_path / "k"),
+        "--json",
     )
     assert code == ExitCode.OK, stderr
     notes = json.loads(json_out)["notes"]

@@ -60,7 +60,8 @@ def test_render_json_prints_the_deployment(tmp_path: Path, capsys: pytest.Captur
     assert code == ExitCode.OK, stderr
     printed = Deployment.model_validate(json.loads(stdout))
     assert printed == load_deployment(out)
-    assert printed.plan.profile == "tp8"
+    # Issue 10: eight GPUs plan eight one-GPU replicas, not one tp8 engine.
+    assert (printed.plan.profile, printed.plan.replica_count) == ("medium", 8)
     assert read_env_file(out)["VLLM_API_KEY"] not in stdout
 
 

@@ -24,7 +24,7 @@ from r4b_deploy.render.options import RenderOptions
 
 GOLDEN_DIR = Path(__file__).resolve().parents[2] / "golden"
 UPDATE = os.environ.get("R4B_UPDATE_GOLDEN") == "1"
-CASES = ["light", "heavy", "tp8", "rehearsal", "light-custom"]
+CASES = ["light", "heavy", "tp8", "rehearsal", "light-custom", "replicas", "rehearsal-replicas"]
 
 
 def _normalise(case: str, files: dict[str, str], tmp: Path, plan: Plan) -> dict[str, str]:
