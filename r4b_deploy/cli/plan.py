@@ -85,10 +85,8 @@ def print_plan(plan: Plan) -> None:
     title = f"{name} plan: profile [bold]{plan.profile}[/bold]" + (" (reduced)" if plan.reduced else "")
     out.print(title)
     if plan.replica_count > 1:
-        groups = "; ".join(
-            f"{i}: GPU {','.join(map(str, group))}" for i, group in enumerate(plan.replica_gpu_indices())
-        )
-        each = "its own CPU core" if plan.rehearsal else f"its own GPUs, {groups}"
+        groups = " ".join(",".join(map(str, group)) for group in plan.replica_gpu_indices())
+        each = "its own CPU core" if plan.rehearsal else f"its own GPUs: {groups}"
         out.print(f"[bold]{plan.replica_count} replicas × {plan.profile}[/bold] behind vLLM's router (each on {each})")
     if plan.profile_description:
         out.print(f"  {plan.profile_description}", markup=False)

@@ -1,48 +1,33 @@
-"""The docker runtime: build the deployment folder's image and run its container through docker-py.
+"""The docker runtime: build the deployment folder's image and run its containers through docker-py.
 
-Everything comes from the loaded Deployment: its `container` (the same spec the compose file was
-rendered from), the env file's values (secrets, passed as environment only) and the image tag
-(content-addressed, so an existing tag means nothing to build). Containers carry the folder's
-labels (`io.r4b-deploy.dir`, the folder's identity), so `down`, `status` and `logs` find them
-again from the folder alone, and `up` twice replaces or reuses the one container instead of
-adding a second.
+Everything comes from the loaded Deployment: its `containers` (one engine, or the replicas and then
+vLLM's router, started from the same image with its own entrypoint; the same specs the compose
+file was rendered from), the env file's values (secrets, passed to the replicas only, as
+environment) and the image tag (content-addressed, so an existing tag means nothing to build).
+With a router, every container joins the deployment's own network, named after the project, so
+the router reaches the replicas by container name. Containers carry the folder's labels
+(`io.r4b-deploy.dir`, the folder's identity; role and replica index), so `down`, `status` and
+`logs` find them again from the folder alone, and `up` twice replaces or reuses each container
+instead of adding a second.
 
 Failures leave nothing behind: a container whose start fails is removed (docker-py's
 `run(remove=True)` would leave a Created one), a failed build step's intermediate container is
 removed by the daemon (`forcerm`), and each failure says what to do about it.
-The pieces: `docker_client` (connection), `docker_build` (image), `docker_spec` (pure translation).
+The pieces: `docker_client` (connection), `docker_build` (image), `docker_spec` (pure translation),
+`docker_watch` (the read-only side: finding the containers, `is_alive`, `status`, `logs`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import secrets as secrets_module
-from collections.abc import Callable, Iterator, Mapping
-from datetime import datetime, timezone
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from r4b_deploy.deployment import (
-    LABEL_DIR,
-    LABEL_REPLICA,
-    LABEL_ROLE,
-    REPLICA_SERVICE,
-    ROUTER_SERVICE,
-    folder_identity,
-    load_deployment,
-    project_name_for,
-)
-from r4b_deploy.errors import EnvironmentProblem, R4BError, UsageError
-from r4b_deploy.launch.base import (
-    BuildLine,
-    BuildResult,
-    Endpoint,
-    MemberStatus,
-    Runtime,
-    RuntimeState,
-    RuntimeStatus,
-    StopResult,
-)
+from r4b_deploy.deployment import LABEL_DIR, LABEL_ROLE, folder_identity
+from r4b_deploy.errors import EnvironmentProblem
+from r4b_deploy.launch.base import BuildLine, BuildResult, Endpoint, Runtime, StopResult
 from r4b_deploy.launch.docker_build import BUILD_TIMEOUT_S, build_image, image_exists, image_size_bytes
 from r4b_deploy.launch.docker_client import EngineConnection, api_explanation
 from r4b_deploy.launch.docker_spec import (
@@ -51,12 +36,9 @@ from r4b_deploy.launch.docker_spec import (
     LABEL_RUNTIME,
     classify_start_error,
     config_digest,
-    parse_started_at,
-    published_url,
-    requested_gpu_indices,
     run_kwargs,
-    status_from_inspect,
 )
+from r4b_deploy.launch.docker_watch import FAILURE_LOG_NAME, DockerWatch
 from r4b_deploy.launch.ports import port_problem
 
 if TYPE_CHECKING:
@@ -66,13 +48,12 @@ if TYPE_CHECKING:
     from r4b_deploy.deployment import ContainerSpec, Deployment
 
 STOP_TIMEOUT_S = 30  # SIGTERM grace before SIGKILL; with init=True vLLM stops in under a second
-FAILURE_LOG_NAME = "container-failure.log"  # the full log of a container that failed to start
-RUNNING_STATES = ("running", "starting", "unhealthy")
 LAUNCH_TOKEN_BYTES = 8  # the launch label's token (docker_spec.LABEL_LAUNCH)
 
 
-class DockerRuntime(Runtime):
-    """`Runtime` over the docker SDK. `on_build_line` receives build output (for a progress display)."""
+class DockerRuntime(DockerWatch, Runtime):
+    """`Runtime` over the docker SDK. `on_build_line` receives build output (for a progress display).
+    The read-only steps (`is_alive`, `status`, `logs`, `save_failure_log`) come from `DockerWatch`."""
 
     name: Literal["docker"] = "docker"
     builds_image: ClassVar[bool] = True
@@ -95,19 +76,7 @@ class DockerRuntime(Runtime):
     def client(self) -> docker.DockerClient:
         return self.engine.client
 
-    # -- finding what belongs to a folder
-
-    def containers_for(self, folder: Path) -> list[Container]:
-        """Every container of this folder, any state: by the folder label, and by the folder's name."""
-        key = str(folder_identity(folder))
-        found = {c.id: c for c in self.client.containers.list(all=True, filters={"label": f"{LABEL_DIR}={key}"})}
-        # Unlabelled leftovers under the folder's container name are ours too; a container of
-        # that name labelled for another folder is not (start() refuses to touch it).
-        name = project_name_for(key)
-        for c in self.client.containers.list(all=True, filters={"name": name}):
-            if c.name == name and (c.labels or {}).get(LABEL_DIR, key) == key:  # the filter matches substrings
-                found.setdefault(c.id, c)
-        return list(found.values())
+    # -- a name held by another folder
 
     def foreign_container(self, deployment: Deployment) -> Container | None:
         """A container holding one of this folder's container names but labelled for another folder."""
@@ -191,12 +160,17 @@ class DockerRuntime(Runtime):
                     Path(volume.source).mkdir(parents=True, exist_ok=True)
 
         launch = secrets_module.token_hex(LAUNCH_TOKEN_BYTES)
+        created: list[Any] = []
         try:
-            self._ensure_networks(deployment)
+            created = self._ensure_networks(deployment)
             for spec in to_start:
                 self._create_and_start(spec, secrets, wanted[spec.name][1], launch)
         except BaseException:
             self._remove_quietly(None, launch)
+            if not kept:  # nothing of an earlier start runs on it: leave no network behind either
+                for network in created:
+                    with contextlib.suppress(docker.errors.DockerException):
+                        network.remove()
             raise
         return endpoint
 
@@ -212,14 +186,17 @@ class DockerRuntime(Runtime):
             self._remove_quietly(container, launch)
             raise classify_start_error(api_explanation(exc), spec) from exc
 
-    def _ensure_networks(self, deployment: Deployment) -> None:
-        """The deployment's own network (replicas + router): Docker's DNS resolves container names there."""
+    def _ensure_networks(self, deployment: Deployment) -> list[Any]:
+        """The deployment's own network (replicas + router): Docker's DNS resolves container names
+        there. Returns the networks this call created."""
         if deployment.router is None:
-            return  # one engine: Docker's default bridge, as compose's own project network would be
+            return []  # one engine: Docker's default bridge, as compose's own project network would be
         existing = {n.name for n in self.client.networks.list(filters={"label": f"{LABEL_DIR}={deployment.dir}"})}
-        for name in sorted({spec.network for spec in deployment.containers if spec.network}):
-            if name not in existing:
-                self.client.networks.create(name, driver="bridge", labels={LABEL_DIR: str(deployment.dir)})
+        return [
+            self.client.networks.create(name, driver="bridge", labels={LABEL_DIR: str(deployment.dir)})
+            for name in sorted({spec.network for spec in deployment.containers if spec.network})
+            if name not in existing
+        ]
 
     def running_endpoint(self, deployment: Deployment, env: Mapping[str, str]) -> Endpoint | None:
         """The endpoint when every container of the folder runs this very configuration (`start` reuses them)."""
@@ -274,183 +251,3 @@ class DockerRuntime(Runtime):
                 network.remove()
                 removed.append(f"network {network.name}")
         return StopResult(runtime=self.name, stopped=stopped, removed=removed)
-
-    # -- watching it
-
-    def is_alive(self, folder: Path) -> bool:
-        """For the health wait: every container running, none restarted since it started (a crash
-        loop counts as dead)."""
-        import docker
-
-        containers = self.containers_for(folder)
-        if not containers:
-            return False
-        for container in containers:
-            try:
-                container.reload()
-            except docker.errors.NotFound:
-                return False
-            attrs = container.attrs
-            if (attrs.get("State") or {}).get("Status") != "running" or attrs.get("RestartCount"):
-                return False
-        return True
-
-    def status(self, folder: Path) -> RuntimeStatus:
-        containers = self.containers_for(folder)
-        if not containers:
-            return RuntimeStatus(runtime=self.name, state="absent", detail="no container for this folder")
-        members = [self._member(c) for c in containers if (c.labels or {}).get(LABEL_ROLE)]
-        members.sort(key=lambda m: (m.role == "router", m.service))
-        # The API's container: the router with replicas, else the one engine.
-        front = next((c for c in containers if (c.labels or {}).get(LABEL_ROLE) == "router"), containers[0])
-        attrs = front.attrs
-        state, healthy, detail = self._state(folder, attrs)
-        url = self._url(folder, attrs)
-        started_at = parse_started_at((attrs.get("State") or {}).get("StartedAt"))
-        uptime_s = None
-        if state in RUNNING_STATES and started_at is not None:
-            uptime_s = round((datetime.now(timezone.utc) - started_at).total_seconds(), 1)
-        gpu_used = self._gpu_memory_used(attrs) if state in RUNNING_STATES and not members else None
-        if members:
-            replicas = [m for m in members if m.role == "replica"]
-            up = sum(1 for m in replicas if m.healthy)
-            if healthy and up < len(replicas):
-                state, healthy = "unhealthy", False
-            detail += f"; {up} of {len(replicas)} replicas healthy"
-        elif len(containers) > 1:
-            detail += f"; {len(containers) - 1} more container(s) for this folder: run `r4b-deploy down`"
-        return RuntimeStatus(
-            runtime=self.name,
-            state=state,
-            healthy=healthy,
-            url=url,
-            started_at=started_at,
-            uptime_s=uptime_s,
-            gpu_memory_used_bytes=gpu_used,
-            detail=f"{front.name}: {detail}",
-            members=members,
-        )
-
-    def _state(
-        self, folder: Path | None, attrs: dict[str, Any], url: str | None = None
-    ) -> tuple[RuntimeState, bool | None, str]:
-        """(state, healthy, detail) from `inspect`, asking /health from here when Docker has not decided."""
-        state, healthy, detail = status_from_inspect(attrs)
-        if url is None and folder is not None:
-            url = self._url(folder, attrs)
-        docker_has_not_checked = state == "starting" and (attrs.get("State") or {}).get("Status") == "running"
-        if url is not None and ((state == "running" and healthy is None) or docker_has_not_checked):
-            # No health check in the image, or Docker's has not passed yet: ask /health from here.
-            from r4b_deploy.launch.health import probe_health
-
-            if probe_health(url):
-                state, healthy, detail = "running", True, "healthy (answers /health)"
-            elif healthy is None:
-                healthy = False
-        return state, healthy, detail
-
-    def _member(self, container: Container) -> MemberStatus:
-        """One replica or the router, as `status` lists it."""
-        labels = container.labels or {}
-        attrs = container.attrs
-        role = "router" if labels.get(LABEL_ROLE) == "router" else "replica"
-        service = ROUTER_SERVICE if role == "router" else REPLICA_SERVICE.format(index=labels.get(LABEL_REPLICA, "?"))
-        url = published_url(attrs)
-        state, healthy, detail = self._state(None, attrs, url)
-        host = attrs.get("HostConfig") or {}
-        gpus = sorted(requested_gpu_indices(attrs) or set())
-        return MemberStatus(
-            service=service,
-            container=container.name,
-            role=role,
-            state=state,
-            healthy=healthy,
-            url=url,
-            gpus=[str(g) for g in gpus],
-            cpus=host.get("CpusetCpus") or None,
-            restarts=int(attrs.get("RestartCount") or 0),
-            detail=detail,
-        )
-
-    @staticmethod
-    def _url(folder: Path, attrs: dict[str, Any]) -> str | None:
-        with contextlib.suppress(R4BError):
-            return load_deployment(folder).url
-        return published_url(attrs)
-
-    @staticmethod
-    def _gpu_memory_used(attrs: dict[str, Any]) -> int | None:
-        """Memory in use on the GPUs the container requested (all GPUs for a count request), via NVML."""
-        wanted = requested_gpu_indices(attrs)
-        if wanted == set():
-            return None
-        try:
-            from r4b_deploy.hardware.probe import probe_inventory
-
-            inventory = probe_inventory()
-        except (R4BError, ImportError):
-            return None
-        used = [
-            g.memory_total_bytes - g.memory_free_bytes
-            for g in inventory.gpus
-            if g.memory_free_bytes is not None and (wanted is None or g.index in wanted)
-        ]
-        return sum(used) if used else None
-
-    def logs(
-        self, folder: Path, tail: int | None = None, follow: bool = False, service: str | None = None
-    ) -> Iterator[str]:
-        """The containers' output, line by line; after a failed start, the log `up` saved in the folder.
-
-        With replicas, `service` picks one ("replica-0", "router"); None gives each container's
-        lines in turn, prefixed with its service."""
-        containers = self.containers_for(folder)
-        if service is not None:
-            name = f"{project_name_for(folder)}-{service}"
-            chosen = [c for c in containers if c.name == name]
-            if not chosen:
-                known = ", ".join(sorted(c.name.removeprefix(project_name_for(folder) + "-") for c in containers))
-                raise UsageError(f"this deployment has no {service}", fix=f"pick one of: {known or 'none running'}")
-            yield from self._container_lines(chosen[0], tail, follow)
-            return
-        if not containers:
-            saved = folder_identity(folder) / FAILURE_LOG_NAME
-            if saved.is_file():
-                lines = saved.read_text(errors="replace").splitlines()
-                yield from lines[-tail:] if tail else lines
-            return
-        if len(containers) == 1:
-            yield from self._container_lines(containers[0], tail, follow)
-            return
-        if follow:
-            raise UsageError("--follow reads one container's log", fix="add --replica I or --router")
-        prefix = project_name_for(folder) + "-"
-        for container in sorted(containers, key=lambda c: ((c.labels or {}).get(LABEL_ROLE) == "router", c.name)):
-            label = container.name.removeprefix(prefix)
-            for line in self._container_lines(container, tail, False):
-                yield f"[{label}] {line}"
-
-    @staticmethod
-    def _container_lines(container: Container, tail: int | None, follow: bool) -> Iterator[str]:
-        stream = container.logs(stream=True, follow=follow, tail="all" if tail is None else tail)
-        pending = b""
-        try:
-            for chunk in stream:
-                pending += chunk
-                *complete, pending = pending.split(b"\n")
-                for line in complete:
-                    yield line.decode(errors="replace").rstrip("\r")
-            if pending:
-                yield pending.decode(errors="replace")
-        finally:
-            with contextlib.suppress(Exception):
-                stream.close()
-
-    def save_failure_log(self, folder: Path) -> Path | None:
-        """Keep the container's whole log in the folder before the container is removed."""
-        lines = list(self.logs(folder))
-        if not lines:
-            return None
-        path = folder_identity(folder) / FAILURE_LOG_NAME
-        path.write_text("\n".join(lines) + "\n")
-        return path

@@ -324,3 +324,51 @@ def test_every_other_pin_accepts_its_plans_arguments(version: str, gpu_host: Pat
     )
     # The host reaches PyPI but not the Hub: offline, so no lookup waits for a timeout.
     _assert_report(_report(done.returncode, done.stdout, done.stderr), deployments, version, platform, offline=True)
+
+
+# ----------------------------------------------------------------------------- replicas: the router in the image
+
+ROUTER_PYTHON = "/opt/router/bin/python"  # templates/blocks/router.j2's venv
+
+
+def test_the_replicas_image_adds_vllms_router_and_accepts_its_flags(
+    docker_client, docker_labels: dict, gpu_image: str, gpu_host: Path, tmp_path: Path
+) -> None:
+    """A plan with replicas renders the GPU Dockerfile plus one step (vLLM's router in a venv of its
+    own, from PyPI), so its build reuses every layer of the one-engine image; in the built image the
+    router's own parser reads the arguments compose gives it (worker URLs, policy, start-up timeout)."""
+    from r4b_deploy.launch.docker_build import build_image
+    from r4b_deploy.launch.docker_client import EngineConnection
+
+    deployment = write_deployment(
+        make_plan(PlanRequest(gpu="A100-40GB:8")), RenderOptions(), tmp_path / "replicas", environ={}
+    )
+    assert deployment.plan.replica_count == 8 and deployment.router is not None
+    lines: list[str] = []
+    result = build_image(EngineConnection(docker_client), deployment, lambda line: lines.append(line.text))
+    print(f"\nreplicas GPU image {result.image_tag}: {result.steps_rebuilt} steps rebuilt, {result.duration_s:.0f} s")
+    log = "\n".join(lines)
+    # Only the router's step ran pip: vLLM's layers came from the one-engine image's build cache.
+    assert "Collecting vllm-router==" in log and "Collecting vllm==" not in log, log[-3000:]
+    router = deployment.router
+    script = (
+        "import json, sys\n"
+        "from vllm_router.launch_router import parse_router_args\n"
+        "a = parse_router_args(sys.argv[1:])\n"
+        "print(json.dumps({'workers': a.worker_urls, 'port': a.port, 'policy': a.policy,"
+        " 'startup': a.worker_startup_timeout_secs}))\n"
+    )
+    try:
+        code, out, err = _run_in_image(
+            docker_client, docker_labels, result.image_tag, gpu_host, [ROUTER_PYTHON, "-c", script, *router.command]
+        )
+        assert code == 0, err[-2000:]
+        parsed = json.loads(out.strip().splitlines()[-1])
+        assert parsed["workers"] == [f"http://{r.name}:8000" for r in deployment.replicas]
+        assert parsed["port"] == router.container_port and parsed["startup"] == router.health.start_period_s
+        code, out, err = _run_in_image(
+            docker_client, docker_labels, result.image_tag, gpu_host, [router.entrypoint[0], "--help"]
+        )
+        assert code == 0 and "--worker-urls" in out, err[-2000:]
+    finally:
+        docker_client.images.remove(result.image_tag, noprune=False)  # the layers below stay: gpu_image's

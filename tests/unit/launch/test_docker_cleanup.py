@@ -1,15 +1,14 @@
 """The docker runtime's clean-up after a failed start removes only the container that start
 created, by ID (its own launch label), never by name: another `up` of the folder may hold the
 name by then (issue 11: the loser's clean-up removed the winner's container). Over a fake
-docker-py client that records what is removed; the engine itself: tests/integration."""
+docker-py client that records what is removed (docker_fakes); the engine itself: tests/integration."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-import docker
 import pytest
+from docker_fakes import FakeContainer, FakeEngine
 
 from r4b_deploy.deployment import LABEL_DIR
 from r4b_deploy.errors import LaunchError
@@ -20,71 +19,6 @@ from r4b_deploy.planning.plan import PlanRequest
 from r4b_deploy.planning.planner import make_plan
 from r4b_deploy.render.deployment import write_deployment
 from r4b_deploy.render.options import RenderOptions
-
-
-class FakeContainer:
-    def __init__(self, engine: FakeEngine, name: str, labels: dict[str, str], status: str = "running") -> None:
-        self.engine = engine
-        self.id = f"id-{len(engine.store)}"
-        self.name = name
-        self.labels = labels
-        self.status = status
-
-    def remove(self, force: bool = False) -> None:
-        if self.id not in self.engine.store:
-            raise docker.errors.NotFound("gone")
-        self.engine.removed.append(self.id)
-        del self.engine.store[self.id]
-
-    def start(self) -> None:
-        self.status = "running"
-
-
-class FakeNetworks:
-    """`client.networks`: a one-engine deployment has none of its own."""
-
-    def list(self, filters: dict[str, str] | None = None) -> list[Any]:
-        return []
-
-
-class FakeEngine:
-    """`client.containers` and `client.images`: just what `DockerRuntime.start` calls."""
-
-    def __init__(self) -> None:
-        self.store: dict[str, FakeContainer] = {}
-        self.removed: list[str] = []
-        self.on_create: str = "ok"  # "conflict": the name is taken; "interrupt": made, then Ctrl-C
-        self.containers = self
-        self.images = self
-        self.networks = FakeNetworks()
-
-    # images
-    def get(self, name: str) -> Any:
-        if name.startswith("r4b-deploy"):  # an image tag: it exists
-            return object()
-        for container in self.store.values():
-            if container.name == name:
-                return container
-        raise docker.errors.NotFound(name)
-
-    # containers
-    def list(self, all: bool = False, filters: dict[str, str] | None = None) -> list[FakeContainer]:
-        found = list(self.store.values())
-        if filters and "label" in filters:
-            key, _, value = filters["label"].partition("=")
-            found = [c for c in found if c.labels.get(key) == value]
-        if filters and "name" in filters:
-            found = [c for c in found if filters["name"] in c.name]
-        return found
-
-    def create(self, name: str, labels: dict[str, str], **kwargs: Any) -> FakeContainer:
-        if self.on_create == "conflict":
-            raise docker.errors.APIError(f'409 Conflict: the container name "/{name}" is already in use')
-        container = FakeContainer(self, name, labels, status="created")
-        self.store[container.id] = container
-        if self.on_create == "interrupt":  # the daemon made it; the reply never reached us
-            raise KeyboardInterrupt
-        return container
 
 
 @pytest.fixture
