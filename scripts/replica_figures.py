@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import socket
 import statistics
 import subprocess
@@ -227,6 +228,15 @@ def split(runs: dict[str, list[Run]], services: list[str]) -> None:
             )
 
 
+def stop_on_term() -> None:
+    """SIGTERM ends the script as Ctrl-C does, through the finally that downs the deployment."""
+
+    def handler(signum: int, _frame) -> None:
+        raise SystemExit(f"stopped by signal {signum}")
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dir", type=Path, help="a running deployment with replicas (else this script starts one)")
@@ -238,6 +248,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
 
+    stop_on_term()
     started = args.dir is None
     out_dir = args.dir or args.out or Path(tempfile.mkdtemp(prefix="replica-figures-deploy-")) / "deploy"
     up_wall_s, healthy_after_s = None, None
@@ -281,4 +292,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        raise SystemExit("interrupted (any deployment this script started has been taken down)") from None
