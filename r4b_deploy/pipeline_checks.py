@@ -181,14 +181,15 @@ def _replicas_served(deployment: Deployment, before_bench: dict[str, int | None]
 
 
 def bench_config(deployment: Deployment, url: str, api_key: SecretStr | None, preset: BenchPreset) -> BenchConfig:
-    """The preset's BenchConfig for this deployment: never more in flight than vLLM's max_num_seqs."""
+    """The preset's BenchConfig for this deployment: never more in flight than vLLM's max_num_seqs
+    (each replica's, behind the router)."""
     from r4b_deploy.bench.runner import BenchConfig
 
     return BenchConfig(
         base_url=url,
         api_key=api_key,
         model=deployment.served_model_name,
-        max_concurrency=deployment.plan.vllm.max_num_seqs,
+        max_concurrency=deployment.plan.vllm.max_num_seqs * len(deployment.replicas),
         **BENCH_PRESETS[preset],
     )
 

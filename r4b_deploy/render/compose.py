@@ -118,6 +118,8 @@ def compose_text(containers: list[ContainerSpec]) -> str:
         **_compose_literals(
             project_name=containers[0].labels.get(LABEL_PROJECT, containers[0].name),
             api_port_binding=_port_binding(containers[-1]),
+            network_label=LABEL_DIR,
+            network_label_value=containers[0].labels[LABEL_DIR],
         ),
         services=[_compose_literals(**_service(c)) for c in containers],
     )

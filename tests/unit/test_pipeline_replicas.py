@@ -158,3 +158,14 @@ def test_up_json_and_the_page_carry_the_replicas(tmp_path: Path) -> None:
     without = _report(tmp_path, [])
     write_up(without)
     assert "requests per replica" not in (report.report_dir / "report.html").read_text()
+
+
+def test_the_full_bench_may_fill_every_replica_not_just_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from r4b_deploy.pipeline_checks import bench_config
+    from r4b_deploy.planning import rehearsal
+
+    monkeypatch.setattr(rehearsal, "available_cpu_cores", lambda: 2)
+    plan = make_plan(PlanRequest(rehearsal=True, replicas=2))
+    deployment = write_deployment(plan, RenderOptions(), tmp_path / "deploy", environ={})
+    config = bench_config(deployment, deployment.url, None, "full")
+    assert config.max_concurrency == 2 * plan.vllm.max_num_seqs

@@ -343,7 +343,9 @@ def test_compose_binds_loopback_unless_public(tmp_path: Path) -> None:
 
 def test_compose_has_no_version_or_name_key(tmp_path: Path) -> None:
     compose = yaml.safe_load(render_files(light_plan(), _options(tmp_path))[COMPOSE_NAME])
-    assert set(compose) == {"services"}
+    assert set(compose) == {"services", "networks"}
+    # Only the default network, labelled with the folder so `down` removes it too.
+    assert set(compose["networks"]) == {"default"} and "io.r4b-deploy.dir" in compose["networks"]["default"]["labels"]
 
 
 def test_compose_command_is_the_plan_args_for_the_container(tmp_path: Path) -> None:
