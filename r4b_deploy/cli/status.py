@@ -68,7 +68,7 @@ def command(deployment_dir: Path, runtime: str | None, as_json: bool) -> None:
     if status.members:
         out.print(_members_table(status.members))
         for member in status.members:  # why one is down or restarting, below the table (it would not fit)
-            if member.detail:
+            if member.detail and not (member.healthy and member.detail.startswith("healthy")):  # the table says it
                 out.print(f"  {member.service}: {member.detail}", markup=False, soft_wrap=True)
 
 

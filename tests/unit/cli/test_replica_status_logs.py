@@ -101,6 +101,7 @@ def _members() -> list[MemberStatus]:
             healthy=True,
             url=REPLICA_URLS[0],
             gpus=["0", "1"],
+            detail="healthy",
         ),
         MemberStatus(
             service="replica-1",
@@ -154,6 +155,7 @@ def test_status_lists_every_replica_and_the_router_in_80_columns(
     assert rows["replica-1"][1:] == ["running", "not", "healthy", "2,3", "2", "unknown"]
     assert rows["router"][-1] == "-"  # the router serves nothing itself
     assert "replica-1: restarted after exit 137" in out
+    assert "replica-0: healthy" not in out  # the table says so already
     assert all(len(line) <= TERMINAL_COLUMNS for line in out.splitlines() if "service" in line or "replica" in line)
 
 
