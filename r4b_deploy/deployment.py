@@ -119,13 +119,6 @@ class ContainerSpec(BaseModel):
     depends_on: list[str] = []  # services that must be healthy before this one starts (compose)
 
     @property
-    def label(self) -> str:
-        """How status, logs and reports name it: "replica 0", "router", or "vllm"."""
-        if self.role == "router":
-            return ROUTER_SERVICE
-        return ONE_ENGINE_SERVICE if self.replica_index is None else f"replica {self.replica_index}"
-
-    @property
     def local_url(self) -> str:
         """Where this host reaches it: its published port on loopback."""
         return f"http://{LOCAL_BIND_ADDRESS}:{self.host_port}"

@@ -151,16 +151,13 @@ def check_and_report(
 
 
 def _requests_per_replica(deployment: Deployment) -> dict[str, int | None]:
-    """Each replica's request count from its own /metrics, read at once (a replica that cannot be
-    read costs its timeout, not N of them); empty for a deployment without a router."""
+    """Each replica's request count from its own /metrics, read at once; empty for a deployment
+    without a router."""
     if deployment.router is None:
         return {}
-    from concurrent.futures import ThreadPoolExecutor
+    from r4b_deploy.client.metrics import requests_served_each
 
-    from r4b_deploy.client.metrics import requests_served
-
-    with ThreadPoolExecutor(max_workers=len(deployment.replicas)) as pool:
-        counts = list(pool.map(lambda replica: requests_served(replica.local_url), deployment.replicas))
+    counts = requests_served_each([replica.local_url for replica in deployment.replicas])
     return {replica.service: count for replica, count in zip(deployment.replicas, counts, strict=True)}
 
 

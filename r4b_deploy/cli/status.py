@@ -78,19 +78,16 @@ _HEALTH_TEXT = {True: "healthy", False: "not healthy", None: "unknown"}
 def _with_requests_served(status: RuntimeStatus) -> RuntimeStatus:
     """The status with each running replica's request count read from its /metrics, where the
     runtime left it unknown; one that cannot be read stays unknown (status never fails on it)."""
-    if not any(_needs_count(m) for m in status.members):
+    wanted = [m for m in status.members if _needs_count(m)]
+    if not wanted:
         return status
-    from concurrent.futures import ThreadPoolExecutor
+    from r4b_deploy.client.metrics import requests_served_each
 
-    from r4b_deploy.client.metrics import requests_served
-
-    def counted(member: MemberStatus) -> MemberStatus:
-        if not _needs_count(member):
-            return member
-        return member.model_copy(update={"requests_served": requests_served(str(member.url))})
-
-    with ThreadPoolExecutor(max_workers=len(status.members)) as pool:  # one unreadable replica costs one timeout
-        members = list(pool.map(counted, status.members))
+    counts = dict(zip((m.service for m in wanted), requests_served_each([str(m.url) for m in wanted]), strict=True))
+    members = [
+        m.model_copy(update={"requests_served": counts[m.service]}) if m.service in counts else m
+        for m in status.members
+    ]
     return status.model_copy(update={"members": members})
 
 

@@ -13,6 +13,7 @@ import http.client
 import math
 import re
 import urllib.error
+from collections.abc import Sequence
 
 from r4b_deploy.client.deadline import Deadline, watched_opener
 from r4b_deploy.client.urls import is_loopback
@@ -83,3 +84,14 @@ def requests_served(url: str, timeout_s: float = METRICS_TIMEOUT_S) -> int | Non
     text = read_metrics(url, timeout_s)
     total = None if text is None else counter_total(text, REQUEST_SUCCESS_METRIC)
     return None if total is None else round(total)
+
+
+def requests_served_each(urls: Sequence[str], timeout_s: float = METRICS_TIMEOUT_S) -> list[int | None]:
+    """`requests_served` of several servers (the replicas), read at once: one that cannot be read
+    costs one timeout, not one each."""
+    if not urls:
+        return []
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=len(urls)) as pool:
+        return list(pool.map(lambda url: requests_served(url, timeout_s), urls))

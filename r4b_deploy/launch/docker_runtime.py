@@ -189,12 +189,13 @@ class DockerRuntime(DockerWatch, Runtime):
     def _ensure_networks(self, deployment: Deployment) -> list[Any]:
         """The deployment's own network (replicas + router): Docker's DNS resolves container names
         there. Returns the networks this call created."""
-        if deployment.router is None:
-            return []  # one engine: Docker's default bridge, as compose's own project network would be
+        wanted = sorted({spec.network for spec in deployment.containers if spec.network})
+        if not wanted:
+            return []  # one engine: Docker's default bridge
         existing = {n.name for n in self.client.networks.list(filters={"label": f"{LABEL_DIR}={deployment.dir}"})}
         return [
             self.client.networks.create(name, driver="bridge", labels={LABEL_DIR: str(deployment.dir)})
-            for name in sorted({spec.network for spec in deployment.containers if spec.network})
+            for name in wanted
             if name not in existing
         ]
 

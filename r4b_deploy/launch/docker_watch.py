@@ -21,6 +21,7 @@ from r4b_deploy.deployment import (
     LABEL_DIR,
     LABEL_REPLICA,
     LABEL_ROLE,
+    ONE_ENGINE_SERVICE,
     REPLICA_SERVICE,
     ROUTER_SERVICE,
     folder_identity,
@@ -133,10 +134,9 @@ class DockerWatch:
 
     def _member(self, container: Container) -> MemberStatus:
         """One replica or the router, as `status` lists it."""
-        labels = container.labels or {}
         attrs = container.attrs
-        role = "router" if labels.get(LABEL_ROLE) == "router" else "replica"
-        service = ROUTER_SERVICE if role == "router" else REPLICA_SERVICE.format(index=labels.get(LABEL_REPLICA, "?"))
+        role = "router" if (container.labels or {}).get(LABEL_ROLE) == "router" else "replica"
+        service = _service_of(container)
         url = published_url(attrs)
         state, healthy, detail = self._state(None, attrs, url)
         host = attrs.get("HostConfig") or {}
@@ -188,10 +188,9 @@ class DockerWatch:
         lines in turn, prefixed with its service."""
         containers = self.containers_for(folder)
         if service is not None:
-            name = f"{project_name_for(folder)}-{service}"
-            chosen = [c for c in containers if c.name == name]
+            chosen = [c for c in containers if _service_of(c) == service]
             if not chosen:
-                known = ", ".join(sorted(c.name.removeprefix(project_name_for(folder) + "-") for c in containers))
+                known = ", ".join(sorted(_service_of(c) for c in containers))
                 raise UsageError(f"this deployment has no {service}", fix=f"pick one of: {known or 'none running'}")
             yield from self._container_lines(chosen[0], tail, follow)
             return
@@ -206,9 +205,8 @@ class DockerWatch:
             return
         if follow:
             raise UsageError("--follow reads one container's log", fix="add --replica I or --router")
-        prefix = project_name_for(folder) + "-"
         for container in sorted(containers, key=lambda c: ((c.labels or {}).get(LABEL_ROLE) == "router", c.name)):
-            label = container.name.removeprefix(prefix)
+            label = _service_of(container)
             for line in self._container_lines(container, tail, False):
                 yield f"[{label}] {line}"
 
@@ -236,3 +234,13 @@ class DockerWatch:
         path = folder_identity(folder) / FAILURE_LOG_NAME
         path.write_text("\n".join(lines) + "\n")
         return path
+
+
+def _service_of(container: Container) -> str:
+    """The compose service a container is, from its labels: "replica-0", "router", or, for the one
+    engine of a deployment without a router, "vllm"."""
+    labels = container.labels or {}
+    if labels.get(LABEL_ROLE) == "router":
+        return ROUTER_SERVICE
+    index = labels.get(LABEL_REPLICA)
+    return ONE_ENGINE_SERVICE if index is None else REPLICA_SERVICE.format(index=index)
