@@ -182,5 +182,9 @@ class Plan(BaseModel):
 
     def replica_gpu_indices(self) -> list[list[int]]:
         """The GPUs of each replica: consecutive groups of tensor_parallel_size from `gpu_indices`."""
-        size = self.vllm.tensor_parallel_size
-        return [self.gpu_indices[i * size : (i + 1) * size] for i in range(self.replica_count)]
+        return gpu_groups(self.gpu_indices, self.vllm.tensor_parallel_size, self.replica_count)
+
+
+def gpu_groups(gpu_indices: list[int], size: int, count: int) -> list[list[int]]:
+    """`count` consecutive groups of `size` GPUs from `gpu_indices`: replica i gets the i-th."""
+    return [gpu_indices[i * size : (i + 1) * size] for i in range(count)]

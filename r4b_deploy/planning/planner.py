@@ -30,7 +30,7 @@ from r4b_deploy.hardware.resolve import resolve_inventory
 from r4b_deploy.planning import explain
 from r4b_deploy.planning.coefficients import memory_model
 from r4b_deploy.planning.memory import min_max_model_len
-from r4b_deploy.planning.plan import Plan, PlanRequest, ReplicaAdvice
+from r4b_deploy.planning.plan import Plan, PlanRequest, ReplicaAdvice, gpu_groups
 from r4b_deploy.planning.profiles import REHEARSAL_TIER_NAME, TierProfile, load_tiers
 from r4b_deploy.planning.refusals import busy_gpus, refuse_busy, refuse_replicas, select
 from r4b_deploy.planning.search import Choice, Context, Overrides, planned_hardware
@@ -210,7 +210,7 @@ def _gpu_plan(req: PlanRequest, inventory: Inventory, vllm_version: str, spec: M
     tiers = explain.tier_fits(ctx, chosen, count)
     reasons = explain.reasons(ctx, chosen, tiers, advice, count)
     if count > 1:
-        groups = [gpu_indices[i * tier.gpu_count : (i + 1) * tier.gpu_count] for i in range(count)]
+        groups = gpu_groups(gpu_indices, tier.gpu_count, count)
         # Second, after the hardware: the first thing to know about a plan of several engines.
         reasons.insert(1, explain.replica_reason(chosen, count, groups, how, advice))
     return Plan(
